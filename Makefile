@@ -1,0 +1,50 @@
+# Carina: the two set-up commands of the README are `make demo` and `make test`.
+# Both create .venv on first use (torch first, so nothing pulls another build) and reuse it after.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION := 2.13.0
+TPTBOX_VERSION := 1.1.0
+STAMP := $(VENV)/.carina-installed
+CHECKED := src tests benchmarks
+
+.PHONY: venv system-deps lint typecheck test test-all demo benchmarks clean
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet -e '.[all]' --group dev
+	@# tptbox ships the real spine CT/MR sample data; its own dependencies are not needed.
+	$(BIN)/python -m pip install --quiet --no-deps tptbox==$(TPTBOX_VERSION)
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+system-deps:
+	@bash .ci/system-deps.sh
+
+lint: venv
+	$(BIN)/ruff check $(CHECKED)
+	$(BIN)/ruff format --check $(CHECKED)
+
+typecheck: venv
+	$(BIN)/mypy src
+
+test: venv system-deps lint typecheck
+	$(BIN)/pytest
+
+test-all: venv system-deps lint typecheck
+	$(BIN)/pytest -m "slow or not slow"
+
+demo: venv
+	$(BIN)/carina info
+
+benchmarks: venv
+	$(BIN)/python benchmarks/cli_startup.py
+	$(BIN)/python benchmarks/io.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,5 @@
+"""``python -m carina`` runs the command line."""
+
+from carina.cli.main import main
+
+main()

@@ -1,0 +1,56 @@
+"""The ``carina`` entry point. Commands parse their arguments, then make one library call.
+
+Heavy imports (numpy, nibabel, torch) happen inside command bodies, so ``carina --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from carina import __version__
+from carina.cli import data as data_commands
+from carina.cli import images as image_commands
+from carina.cli import info as info_commands
+from carina.cli.console import err_console
+from carina.errors import CarinaError
+
+app = typer.Typer(
+    name="carina",
+    help="Carina: medical-imaging AI on PyTorch and MONAI (annotation server, archives, training).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("info")(info_commands.info)
+app.command("convert")(image_commands.convert)
+app.add_typer(data_commands.app, name="data")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"carina {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the version and exit.",
+        callback=_show_version,
+        is_eager=True,
+    ),
+) -> None:
+    """Carina command line."""
+
+
+def main() -> None:
+    """Run the command line; a Carina error becomes one red line and exit status 1."""
+    try:
+        app()
+    except CarinaError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(1)

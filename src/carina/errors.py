@@ -1,0 +1,51 @@
+"""The exceptions Carina raises.
+
+Every error a user can cause derives from :class:`CarinaError`, so a command line or a server can
+turn it into a clear message (or an HTTP status) in one place. Messages name the file by its base
+name only, never by a full path, so that a server never leaks its folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CarinaError(Exception):
+    """Base class of every error Carina raises on purpose."""
+
+
+class FileError(CarinaError):
+    """An error about one file or folder: the message starts with its base name.
+
+    Any full path inside ``reason`` (third-party libraries like to quote them) is cut down to the
+    base name, so a message can be shown to a remote user.
+
+    Args:
+        path: the file or folder concerned.
+        reason: what is wrong, in words a user understands.
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        name = self.path.name or str(self.path)
+        for text in (str(self.path), str(self.path.parent) + "/"):
+            if len(text) > 1:
+                reason = reason.replace(text, name if text == str(self.path) else "")
+        self.reason = reason
+        super().__init__(f"{name}: {reason}")
+
+
+class ImageReadError(FileError):
+    """An image could not be read: unknown format, corrupt, truncated, inconsistent or too large."""
+
+
+class ImageWriteError(FileError):
+    """An image could not be written; the target path was left as it was."""
+
+
+class UnsafeZipError(CarinaError):
+    """A zip file holds an entry that escapes its folder, a link, or more data than allowed."""
+
+
+class DatasetError(CarinaError):
+    """A shipped dataset is unknown, or the package that ships its files is not installed."""

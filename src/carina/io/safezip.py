@@ -1,0 +1,65 @@
+"""Reading zip files that may be hostile: path traversal, links and decompression bombs."""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+
+from carina.errors import UnsafeZipError
+
+_CHUNK = 1 << 20
+
+
+def checked_members(archive: zipfile.ZipFile, *, max_bytes: int) -> list[zipfile.ZipInfo]:
+    """The file entries of ``archive`` after checking every entry is safe to unpack.
+
+    Refuses absolute names, ``..`` components, drive letters, symbolic links, and a declared
+    uncompressed total over ``max_bytes``. Directory entries and macOS ``__MACOSX/`` resource
+    forks are left out of the result.
+
+    Raises:
+        UnsafeZipError: naming the first offending entry.
+    """
+    members: list[zipfile.ZipInfo] = []
+    total = 0
+    for info in archive.infolist():
+        name = info.filename
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+            raise UnsafeZipError(f"entry {name!r} would be written outside the target folder")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise UnsafeZipError(f"entry {name!r} is a symbolic link")
+        if info.is_dir() or (parts and parts[0] == "__MACOSX"):
+            continue
+        total += info.file_size
+        if total > max_bytes:
+            raise UnsafeZipError(
+                f"unzipped size exceeds the limit of {max_bytes} bytes (at entry {name!r})"
+            )
+        members.append(info)
+    return members
+
+
+def iter_member_bytes(
+    archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], *, max_bytes: int
+) -> Iterator[tuple[zipfile.ZipInfo, bytes]]:
+    """Yield ``(entry, contents)``, counting the bytes actually inflated against ``max_bytes``.
+
+    The declared sizes checked by :func:`checked_members` can lie; this stops as soon as the real
+    output passes the limit.
+    """
+    total = 0
+    for info in members:
+        chunks = []
+        with archive.open(info) as stream:
+            while chunk := stream.read(_CHUNK):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise UnsafeZipError(
+                        f"unzipped size exceeds the limit of {max_bytes} bytes "
+                        f"(at entry {info.filename!r})"
+                    )
+                chunks.append(chunk)
+        yield info, b"".join(chunks)
