@@ -1,6 +1,6 @@
 """How long ``carina --help`` takes, start to exit, against a bare ``python -c pass``. Prints JSON.
 
-    python benchmarks/cli_startup.py [--repeats 10]
+python benchmarks/cli_startup.py [--repeats 10]
 """
 
 from __future__ import annotations
