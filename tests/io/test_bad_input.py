@@ -96,6 +96,11 @@ def test_decompression_limit_is_configurable(tmp_path: Path, synthetic: Case) ->
     assert "over the limit" in read_error(tmp_path / "label.nii.gz", max_bytes=1000)
 
 
+def test_dicom_series_over_the_limit_is_refused_before_decoding(ct_series: Path) -> None:
+    message = read_error(ct_series, max_bytes=100_000)
+    assert "over the limit of 100000" in message
+
+
 def test_invalid_itk_header(tmp_path: Path) -> None:
     (tmp_path / "bad.nrrd").write_text("NRRD0004\ntype: quux\ndimension: 3\n\n")
     assert "invalid nrrd header" in read_error(tmp_path / "bad.nrrd")
