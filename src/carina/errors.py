@@ -49,3 +49,41 @@ class UnsafeZipError(CarinaError):
 
 class DatasetError(CarinaError):
     """A shipped dataset is unknown, or the package that ships its files is not installed."""
+
+
+class ConfigError(CarinaError):
+    """A configuration file is wrong: the message names the file and the key path.
+
+    Args:
+        file: the config file's name (``config_train.json``).
+        key: the dotted key path inside it (``train.optimizer.args.lr``), or "" for the whole file.
+        reason: what is wrong.
+    """
+
+    def __init__(self, file: str, key: str, reason: str) -> None:
+        self.file = file
+        self.key = key
+        self.reason = reason
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {reason}")
+
+
+class ArchiveError(CarinaError):
+    """A model archive is missing a part, holds an unsafe entry or cannot be packed or unpacked."""
+
+
+class UntrustedCodeError(ArchiveError):
+    """An archive that arrived from elsewhere (an upload) contains code, which is never run.
+
+    Attributes:
+        findings: each piece of code found, as ``"where: what"``.
+    """
+
+    def __init__(self, findings: list[str]) -> None:
+        self.findings = findings
+        shown = "; ".join(findings[:5]) + (
+            f"; and {len(findings) - 5} more" if len(findings) > 5 else ""
+        )
+        super().__init__(
+            f"the archive contains code, which is refused for uploaded archives: {shown}"
+        )

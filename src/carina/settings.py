@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -18,4 +20,8 @@ class Settings(BaseSettings):
         default=DEFAULT_MAX_IMAGE_BYTES,
         gt=0,
         description="Largest decoded image (voxels x bytes per voxel) or unzipped upload accepted.",
+    )
+    data_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "carina" / "datasets",
+        description="Where shipped datasets are exported on first use by training.",
     )

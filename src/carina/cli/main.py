@@ -10,7 +10,9 @@ import sys
 import typer
 
 from carina import __version__
+from carina.cli import archive as archive_commands
 from carina.cli import data as data_commands
+from carina.cli import engine as engine_commands
 from carina.cli import images as image_commands
 from carina.cli import info as info_commands
 from carina.cli.console import err_console
@@ -26,6 +28,11 @@ app = typer.Typer(
 app.command("info")(info_commands.info)
 app.command("convert")(image_commands.convert)
 app.add_typer(data_commands.app, name="data")
+app.add_typer(archive_commands.app, name="archive")
+app.command("train")(engine_commands.train)
+app.command("validate")(engine_commands.validate)
+app.command("infer")(engine_commands.infer)
+app.command("export")(engine_commands.export)
 
 
 def _show_version(value: bool) -> None:

@@ -6,7 +6,7 @@ training half and held-out half.
 """
 
 from carina.data.datasets import DATASETS, Case, DatasetSpec, Split, get_dataset, split_heldout
-from carina.data.msd import export_dataset
+from carina.data.msd import ensure_dataset, export_dataset
 from carina.data.sources import SAMPLES, SampleFile, locate_sample, sample_available
 from carina.data.synthetic import synthetic_case
 
@@ -17,6 +17,7 @@ __all__ = [
     "DatasetSpec",
     "SampleFile",
     "Split",
+    "ensure_dataset",
     "export_dataset",
     "get_dataset",
     "locate_sample",

@@ -84,3 +84,16 @@ def _write_case(folder: Path, stem: str, case: Case) -> dict[str, str]:
         save_volume(volume, sub / f"{stem}.nii.gz")
         entry[kind] = f"./{sub.name}/{stem}.nii.gz"
     return entry
+
+
+def ensure_dataset(name: str, folder: str | Path) -> Path:
+    """The ``dataset.json`` of dataset ``name`` in ``folder``, exported there first if missing."""
+    manifest = Path(folder) / "dataset.json"
+    if manifest.is_file():
+        try:
+            if json.loads(manifest.read_text()).get("name") == name:
+                return manifest
+        except (ValueError, AttributeError):
+            pass
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return export_dataset(name, folder)

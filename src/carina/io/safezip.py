@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 import zipfile
 from collections.abc import Iterator
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from carina.errors import UnsafeZipError
 
@@ -63,3 +63,24 @@ def iter_member_bytes(
                     )
                 chunks.append(chunk)
         yield info, b"".join(chunks)
+
+
+def extract_members(
+    archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], target: Path, *, max_bytes: int
+) -> list[Path]:
+    """Write checked ``members`` under the existing folder ``target``; returns the paths written.
+
+    The caller owns ``target`` (typically a fresh temporary folder) and removes it on failure.
+    """
+    root = target.resolve()
+    written: list[Path] = []
+    for info, data in iter_member_bytes(archive, members, max_bytes=max_bytes):
+        path = (root / info.filename.replace("\\", "/")).resolve()
+        if not path.is_relative_to(root):
+            raise UnsafeZipError(
+                f"entry {info.filename!r} would be written outside the target folder"
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        written.append(path)
+    return written

@@ -1,0 +1,173 @@
+"""Typed models of an archive's configs, validated at the edge.
+
+Scalar settings (epochs, batch size, labels, ...) are pydantic models with unknown keys forbidden,
+so a typo fails with the file and the key path. Components (network, loss, transforms, inferer)
+stay in MONAI Bundle syntax and are instantiated by MONAI's ``ConfigParser``; the models below only
+check that they are there and have the right shape.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from carina.errors import ConfigError
+
+Component = dict[str, Any]
+
+
+class ModelType(StrEnum):
+    """The model types of the AIAA protocol."""
+
+    SEGMENTATION = "segmentation"
+    ANNOTATION = "annotation"
+    DEEPGROW = "deepgrow"
+    CLASSIFICATION = "classification"
+    OTHERS = "others"
+    PIPELINE = "pipeline"
+
+
+class CacheMode(StrEnum):
+    """How training caches the deterministic part of its pre-processing."""
+
+    MEMORY = "memory"
+    DISK = "disk"
+    NONE = "none"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSettings(_Strict):
+    """Where the training data is.
+
+    Attributes:
+        name: a shipped dataset (``carina data list``), exported on first use when no datalist
+            is given.
+        datalist: an MSD ``dataset.json`` or Clara datalist, relative to the archive root.
+        root: the folder the datalist's paths are relative to (default: the datalist's folder).
+        train_key: the datalist key of the training cases.
+        val_key: the datalist key of the validation (held-out) cases.
+    """
+
+    name: str | None = None
+    datalist: str | None = None
+    root: str | None = None
+    train_key: str = "training"
+    val_key: str = "validation"
+
+
+class TrainSettings(_Strict):
+    """The scalar settings of ``config_train.json``; the components sit beside them."""
+
+    task: ModelType = ModelType.SEGMENTATION
+    epochs: int = Field(ge=1)
+    iterations_per_epoch: int | None = Field(default=None, ge=1)
+    val_interval: int = Field(default=1, ge=1)
+    batch_size: int = Field(default=1, ge=1)
+    learning_rate: float = Field(gt=0)
+    seed: int = 0
+    amp: bool = True
+    cache: CacheMode = CacheMode.MEMORY
+    num_workers: int = Field(default=0, ge=0)
+    dataset: DatasetSettings = Field(default_factory=DatasetSettings)
+    network_def: Component
+    loss: Component
+    optimizer: Component
+    lr_scheduler: Component | None = None
+    train_preprocessing: list[Component]
+    val_preprocessing: list[Component]
+    train_postprocessing: list[Component] = Field(default_factory=list)
+    val_inferer: Component
+    val_postprocessing: list[Component] = Field(default_factory=list)
+    search: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ServingConfig(_Strict):
+    """``config_aiaa.json``: what the annotation server and ``carina infer`` load."""
+
+    version: str = "1"
+    type: ModelType
+    labels: list[str]
+    description: str = ""
+    preprocessing: list[Component] | Component | None = None
+    inferer: Component | None = None
+    postprocessing: list[Component] | Component | None = None
+    network_def: Component | None = None
+    model_file: str = "models/model.pt"
+    roi: list[int] | None = None
+    sigma: float | None = None
+    padding: float | None = None
+    deepgrow: Literal["2D", "3D"] | None = None
+    meta_data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> str:
+        return str(value)
+
+
+class ValidationConfig(_Strict):
+    """``config_validation.json``: which datalist key to score and the inferer to use."""
+
+    split: str | None = None
+    inferer: Component | None = None
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; a syntax error names the file, line and column.
+
+    Raises:
+        ConfigError: the file is missing or not valid JSON.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(path.name, "", "the file is missing") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            path.name, "", f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from exc
+
+
+def validate(model: type[ModelT], data: Any, file: str) -> ModelT:
+    """``model.model_validate(data)`` with the first error turned into a :class:`ConfigError`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        # A misspelt key shows up as "unknown" and as "missing": report the cause first.
+        error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        location = [str(part) for part in error["loc"]]
+        key = ".".join(location)
+        if error["type"] == "extra_forbidden":
+            known = _known_fields(model, location[:-1])
+            guess = difflib.get_close_matches(location[-1], known, n=1)
+            hint = (
+                f" (did you mean {guess[0]!r}?)" if guess else f"; known keys: {', '.join(known)}"
+            )
+            raise ConfigError(file, key, f"unknown key{hint}") from exc
+        if error["type"] == "missing":
+            raise ConfigError(file, key, "required key is missing") from exc
+        raise ConfigError(file, key, error["msg"]) from exc
+
+
+def _known_fields(model: type[BaseModel], path: list[str]) -> list[str]:
+    current: Any = model
+    for part in path:
+        field = current.model_fields.get(part) if hasattr(current, "model_fields") else None
+        if field is None or not hasattr(field.annotation, "model_fields"):
+            return []
+        current = field.annotation
+    return sorted(current.model_fields)

@@ -1,0 +1,72 @@
+"""``carina archive``: scaffold, check, pack and unpack model archives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from carina.cli.console import console
+
+app = typer.Typer(
+    help="Model archives (MMAR, MONAI Bundle): new, check, pack, unpack.", no_args_is_help=True
+)
+
+
+@app.command("new")
+def new(
+    name: Path = typer.Argument(..., help="Folder to create."),
+    task: str = typer.Option(
+        "segmentation", "--task", help="segmentation, deepgrow or annotation."
+    ),
+    labels: str = typer.Option("", "--labels", help="Comma-separated label names (segmentation)."),
+    dataset: str = typer.Option("spine_ct", "--dataset", help="Shipped dataset to train on."),
+) -> None:
+    """Create a working archive from a template."""
+    from carina.archive.scaffold import scaffold_archive
+
+    names = [label.strip() for label in labels.split(",") if label.strip()]
+    root = scaffold_archive(name, task=task, labels=names or None, dataset=dataset)
+    console.print(f"created {root}; train it with: carina train {root}", highlight=False)
+
+
+@app.command("check")
+def check(
+    path: Path = typer.Argument(..., help="Archive folder."),
+    untrusted: bool = typer.Option(False, "--untrusted", help="Check as an uploaded archive."),
+) -> None:
+    """Validate every config and component without training; errors name file and key."""
+    from carina.engine.check import check_archive
+
+    report = check_archive(path, trusted=not untrusted)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    for line in report.checked:
+        console.print(f"[green]ok[/] {line}", highlight=False)
+
+
+@app.command("pack")
+def pack(
+    path: Path = typer.Argument(..., help="Archive folder."),
+    output: Path = typer.Option(..., "-o", "--output", help="Zip file to write."),
+    with_checkpoint: bool = typer.Option(False, help="Include models/checkpoint_last.pt."),
+) -> None:
+    """Zip an archive with a manifest of sha256 sums."""
+    from carina.archive import pack_archive
+
+    console.print(
+        f"wrote {pack_archive(path, output, with_checkpoint=with_checkpoint)}", highlight=False
+    )
+
+
+@app.command("unpack")
+def unpack(
+    source: Path = typer.Argument(..., help="Archive zip."),
+    target: Path = typer.Argument(..., help="New folder to unpack into."),
+) -> None:
+    """Unpack a zip safely (no path traversal, links or bombs) and verify its manifest."""
+    from carina.archive import unpack_archive
+    from carina.settings import Settings
+
+    root = unpack_archive(source, target, max_bytes=Settings().max_image_bytes)
+    console.print(f"unpacked into {root}", highlight=False)

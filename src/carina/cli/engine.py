@@ -1,0 +1,186 @@
+"""``carina train``, ``validate``, ``infer`` and ``export``: one library call each."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from carina.cli.console import console, err_console
+
+
+def train(
+    archive: Path = typer.Argument(..., help="Archive folder."),
+    dataset: Path | None = typer.Option(None, help="Dataset folder (dataset.json) or datalist."),
+    set_: list[str] = typer.Option([], "--set", help="NAME=VALUE (variable) or a.b.c=VALUE (key)."),
+    pretrained: Path | None = typer.Option(None, help="Archive or weights file to start from."),
+    freeze: list[str] = typer.Option([], help="Glob of parameter names to freeze at first."),
+    freeze_epochs: int | None = typer.Option(None, help="Epochs before frozen layers train."),
+    resume: bool = typer.Option(False, help="Continue from models/checkpoint_last.pt."),
+    nproc: int = typer.Option(1, help="Processes (GPUs) on this node, through torchrun."),
+    nnodes: int = typer.Option(1, help="Nodes (torchrun)."),
+    node_rank: int = typer.Option(0, help="This node's rank (torchrun)."),
+    master_addr: str | None = typer.Option(None, help="Rendezvous host (torchrun)."),
+    master_port: int | None = typer.Option(None, help="Rendezvous port (torchrun)."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 (default: CUDA if present)."),
+) -> None:
+    """Train an archive; best weights to models/model.pt, last epoch to checkpoint_last.pt."""
+    if nproc > 1 or nnodes > 1:
+        from carina.engine.distributed import launch, torchrun_command
+
+        arguments = _without_launch_options(sys.argv[1:])
+        command = torchrun_command(
+            nproc,
+            arguments,
+            nnodes=nnodes,
+            node_rank=node_rank,
+            master_addr=master_addr,
+            master_port=master_port,
+        )
+        raise typer.Exit(launch(command, nproc=nproc))
+    from carina.archive import Archive, parse_override
+    from carina.engine.train import TrainOptions, train_archive
+    from carina.settings import Settings
+
+    opened = Archive.open(archive, overrides=dict(parse_override(s) for s in set_))
+    with _TrainingDisplay() as display:
+        options = TrainOptions(
+            dataset=dataset,
+            data_dir=Settings().data_dir,
+            pretrained=pretrained,
+            freeze=freeze,
+            freeze_epochs=freeze_epochs,
+            resume=resume,
+            device=device,
+            progress=display.update,
+        )
+        result = train_archive(opened, options)
+    for note in result.notes:
+        err_console.print(f"note: {note}", style="yellow", highlight=False)
+    if result.transfer is not None:
+        for line in result.transfer.lines():
+            console.print(line, highlight=False)
+    if result.frozen:
+        console.print(f"frozen for the first phase: {len(result.frozen)} tensors", highlight=False)
+    console.print(
+        f"trained {result.epochs} epochs ({result.iterations} steps); best validation mean Dice "
+        f"{result.best_metric:.4f} at epoch {result.best_epoch}; weights in "
+        f"{opened.layout.weights}",
+        highlight=False,
+    )
+
+
+def validate(
+    archive: Path = typer.Argument(..., help="Archive folder."),
+    dataset: Path | None = typer.Option(None, help="Dataset folder or datalist."),
+    device: str | None = typer.Option(None, help="cpu, cuda, ..."),
+) -> None:
+    """Score the archive on its validation cases; writes eval/metrics.json and a per-case CSV."""
+    from carina.archive import Archive
+    from carina.engine.evaluate import validate_archive
+    from carina.settings import Settings
+
+    result = validate_archive(
+        Archive.open(archive),
+        dataset=dataset,
+        data_dir=Settings().data_dir,
+        device=device,
+        progress=lambda line: err_console.print(line, style="dim", highlight=False),
+    )
+    labels = ", ".join(f"{name} {score:.4f}" for name, score in result.per_label.items())
+    console.print(f"mean Dice {result.mean_dice:.4f} ({labels})", highlight=False)
+    console.print(f"wrote {result.metrics_path}", highlight=False)
+
+
+def infer(
+    archive: Path = typer.Argument(..., help="Archive folder."),
+    images: list[Path] = typer.Argument(..., help="Images, DICOM folders or zips."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the label maps."),
+    suffix: str = typer.Option(".nii.gz", help="Output format: .nii.gz, .nii, .nrrd or .mha."),
+    device: str | None = typer.Option(None, help="cpu, cuda, ..."),
+) -> None:
+    """Segment images; each label map keeps its input's exact geometry."""
+    from carina.archive import Archive
+    from carina.engine.predict import Predictor
+
+    predictor = Predictor.from_archive(Archive.open(archive), device=device, batch=True)
+    output.mkdir(parents=True, exist_ok=True)
+    for image in images:
+        stem = image.name.split(".")[0] or image.name
+        target = output / f"{stem}_seg{suffix}"
+        prediction = predictor.predict_to_file(image, target)
+        total = sum(prediction.timings.values())
+        console.print(f"{image.name} -> {target.name} ({total:.2f} s)", highlight=False)
+
+
+def export(
+    archive: Path = typer.Argument(..., help="Archive folder."),
+    export_format: str = typer.Option("torchscript", "--format", help="torchscript or onnx."),
+    input_shape: str | None = typer.Option(None, help="Sample input, e.g. 1,1,96,96,96."),
+) -> None:
+    """Export the network to models/model.ts or models/model.onnx, checked against PyTorch."""
+    from carina.archive import Archive
+    from carina.engine.export import ExportFormat, export_archive
+
+    shape = tuple(int(v) for v in input_shape.split(",")) if input_shape else None
+    result = export_archive(Archive.open(archive), ExportFormat(export_format), input_shape=shape)
+    console.print(
+        f"wrote {result.path}; max abs difference from PyTorch {result.max_abs_diff:.2e} "
+        f"on input {list(result.input_shape)}",
+        highlight=False,
+    )
+
+
+_LAUNCH_OPTIONS = {"--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port"}
+
+
+def _without_launch_options(arguments: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for argument in arguments:
+        if skip:
+            skip = False
+            continue
+        name = argument.split("=", 1)[0]
+        if name in _LAUNCH_OPTIONS:
+            skip = "=" not in argument
+            continue
+        out.append(argument)
+    return out
+
+
+class _TrainingDisplay:
+    """A rich progress bar for training: epoch, step, loss, validation Dice, ETA."""
+
+    def __enter__(self) -> _TrainingDisplay:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"),
+            BarColumn(),
+            TextColumn("step {task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("val Dice {task.fields[dice]}"),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=False,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=None, epoch="-", loss="-", dice="-")
+        return self
+
+    def update(self, report: dict[str, Any]) -> None:
+        dice = report.get("best_val_dice")
+        self.progress.update(
+            self.task,
+            total=report["iterations"],
+            completed=report["iteration"],
+            epoch=f"{report['epoch']}/{report['epochs']}",
+            loss=f"{report['loss']:.4f}" if report.get("loss") is not None else "-",
+            dice=f"{dice:.3f}" if dice is not None else "-",
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()

@@ -1,0 +1,85 @@
+"""Building an archive's network and loading its weights (always ``weights_only=True``)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from carina.archive import ResolvedConfig
+from carina.errors import ArchiveError
+
+#: Keys under which checkpoints from other tools keep the state dict.
+_STATE_KEYS = ("model", "network", "state_dict", "net")
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """The requested device, else CUDA when present, else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a weights file: a plain state dict, or one under a usual key.
+
+    Raises:
+        ArchiveError: missing file, pickled objects, or no state dict inside.
+    """
+    if not path.is_file():
+        raise ArchiveError(f"{path.name}: no weights file (train the archive first)")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...
+        raise ArchiveError(
+            f"{path.name}: cannot load as weights only ({type(exc).__name__}); "
+            "Carina never unpickles objects"
+        ) from exc
+    if isinstance(loaded, dict):
+        for key in _STATE_KEYS:
+            if isinstance(loaded.get(key), dict):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, dict) or not all(
+        isinstance(v, torch.Tensor) for v in loaded.values()
+    ):
+        raise ArchiveError(f"{path.name}: holds no state dict of tensors")
+    return loaded
+
+
+def build_network(resolved: ResolvedConfig, key: str = "network_def") -> torch.nn.Module:
+    """Instantiate the network component.
+
+    Raises:
+        ConfigError: the component cannot be built.
+    """
+    network = resolved.instantiate(key)
+    if not isinstance(network, torch.nn.Module):
+        raise ArchiveError(f"{resolved.file}: {key} is a {type(network).__name__}, not a network")
+    return network
+
+
+def load_network(
+    resolved: ResolvedConfig, weights: Path, *, torchscript: Path | None = None
+) -> torch.nn.Module:
+    """The trained network: TorchScript when ``torchscript`` exists, else definition + weights.
+
+    Raises:
+        ArchiveError: weights that do not fit the network (names the first mismatches).
+    """
+    if torchscript is not None and torchscript.is_file():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module: Any = torch.jit.load(str(torchscript), map_location="cpu")
+        return module  # type: ignore[no-any-return]
+    network = build_network(resolved)
+    state = load_state_dict(weights)
+    result = network.load_state_dict(state, strict=False)
+    problems = list(result.missing_keys)[:3] + list(result.unexpected_keys)[:3]
+    if problems:
+        raise ArchiveError(
+            f"{weights.name}: the weights do not fit the network ({', '.join(problems)} ...)"
+        )
+    return network

@@ -1,0 +1,180 @@
+"""The inference pipeline: read -> pre-process -> inferer -> post-process -> restore -> write.
+
+One :class:`Predictor` serves ``carina infer``, ``carina validate`` and the annotation server. The
+result is a label map on the exact grid of the input (its geometry copied, not recomputed).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+from carina.archive import Archive, ServingConfig
+from carina.engine.network import load_network, pick_device
+from carina.engine.transforms import LoadVolumed
+from carina.errors import ArchiveError
+from carina.io import Volume, load_volume, save_volume
+
+#: Post-processing steps a server never runs: they write files.
+_WRITERS = ("SaveImage", "SaveImaged")
+
+
+@dataclass
+class Prediction:
+    """A prediction and where the time went (seconds per stage)."""
+
+    volume: Volume
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Predictor:
+    """Runs an archive's serving pipeline on one image at a time.
+
+    Args:
+        network: the trained network (in eval mode on ``device``).
+        preprocessing: callable on ``{"image": ...}``; a Carina pipeline starts with
+            :class:`LoadVolumed` (fed the read volume), a Bundle's with ``LoadImaged`` (fed a path).
+        inferer: a MONAI inferer.
+        postprocessing: callable on ``{"image", "pred"}``.
+        settings: the serving settings (type, labels, ...).
+        device: where the network runs.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        preprocessing: Callable[[dict[str, Any]], dict[str, Any]],
+        inferer: Any,
+        postprocessing: Callable[[dict[str, Any]], dict[str, Any]] | None,
+        *,
+        settings: ServingConfig,
+        device: torch.device,
+        feeds_volume: bool,
+    ) -> None:
+        self.network = network.to(device).eval()
+        self.preprocessing = preprocessing
+        self.inferer = inferer
+        self.postprocessing = postprocessing
+        self.settings = settings
+        self.device = device
+        self.feeds_volume = feeds_volume
+
+    @classmethod
+    def from_archive(
+        cls, archive: Archive, *, device: str | None = None, batch: bool = False
+    ) -> Predictor:
+        """Build the predictor of an archive (``batch``: prefer ``config_inference.json``).
+
+        Raises:
+            ConfigError, ArchiveError: a component or the weights cannot be loaded.
+        """
+        from monai.transforms import Compose
+
+        pipeline = archive.serving_config(batch=batch)
+        resolved, settings = pipeline.resolved, pipeline.settings
+        weights = archive.layout.root / settings.model_file
+        network = load_network(resolved, weights, torchscript=archive.layout.torchscript)
+        pre = _as_compose(resolved.instantiate("preprocessing"))
+        post_items = (
+            resolved.instantiate("postprocessing") if resolved.content.get("postprocessing") else []
+        )
+        post = _as_compose(post_items, drop=_WRITERS)
+        first = pre.transforms[0] if pre.transforms else None
+        return cls(
+            network,
+            pre,
+            resolved.instantiate("inferer"),
+            post if post.transforms else Compose([]),
+            settings=settings,
+            device=pick_device(device),
+            feeds_volume=isinstance(first, LoadVolumed),
+        )
+
+    def predict(self, source: str | Path | Volume) -> Prediction:
+        """Segment one image; the label map has the input's grid and geometry.
+
+        Raises:
+            ImageReadError: the image cannot be read.
+            ArchiveError: the pipeline did not return a label map on the input grid.
+        """
+        from monai.data import MetaTensor
+
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        volume = source if isinstance(source, Volume) else load_volume(source)
+        timings["read"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        feed: Any = volume if self.feeds_volume or isinstance(source, Volume) else str(source)
+        data = self.preprocessing({"image": feed})
+        image = data["image"]
+        timings["pre"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        with torch.inference_mode(), _autocast(self.device):
+            logits = self.inferer(image.unsqueeze(0).to(self.device), self.network)
+        logits = logits[0].float().cpu()
+        timings["infer"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        if isinstance(image, MetaTensor):
+            logits = MetaTensor(
+                logits, meta=image.meta, applied_operations=image.applied_operations
+            )
+        data["pred"] = logits
+        data = self.postprocessing(data) if self.postprocessing is not None else data
+        labels = _restore(data, self.preprocessing)
+        timings["post"] = time.perf_counter() - start
+        if labels.shape != volume.shape:
+            raise ArchiveError(
+                f"the pipeline returned a label map of shape {labels.shape} for an image of "
+                f"shape {volume.shape}: add a restoring step (Invertd) to its post-processing"
+            )
+        return Prediction(volume.with_array(labels), timings)
+
+    def predict_to_file(self, source: str | Path | Volume, target: str | Path) -> Prediction:
+        """:meth:`predict`, then write the label map atomically (its time under ``write``)."""
+        prediction = self.predict(source)
+        start = time.perf_counter()
+        save_volume(prediction.volume, target)
+        prediction.timings["write"] = time.perf_counter() - start
+        return prediction
+
+
+def _restore(data: dict[str, Any], preprocessing: Any) -> np.ndarray[Any, Any]:
+    """The prediction as a label array on the input grid, undoing spatial pre-processing."""
+    from monai.data import MetaTensor
+    from monai.transforms import Invertd
+
+    pred = data["pred"]
+    if isinstance(pred, MetaTensor) and pred.applied_operations:
+        inverter = Invertd(
+            keys="pred", transform=preprocessing, orig_keys="image", nearest_interp=True
+        )
+        pred = inverter(cast(dict[Hashable, Any], data))["pred"]
+    array = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
+    if array.ndim == 4:
+        array = array[0] if array.shape[0] == 1 else np.argmax(array, axis=0)
+    array = np.rint(array) if array.dtype.kind == "f" else array
+    return array.astype(np.uint8 if array.max(initial=0) < 256 else np.uint16)
+
+
+def _as_compose(items: Any, *, drop: tuple[str, ...] = ()) -> Any:
+    from monai.transforms import Compose
+
+    transforms = list(items.transforms) if isinstance(items, Compose) else list(items or [])
+    return Compose([t for t in transforms if type(t).__name__ not in drop])
+
+
+def _autocast(device: torch.device) -> Any:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    import contextlib
+
+    return contextlib.nullcontext()
