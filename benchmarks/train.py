@@ -21,11 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from carina.settings import Settings
+
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT / "examples" / "archives" / "spine_ct_vertebrae"
 
 
-def run_carina(steps: int, warmup: int, workdir: Path) -> dict[str, Any]:
+def run_carina(steps: int, warmup: int, workdir: Path, device: str) -> dict[str, Any]:
     from carina.archive import Archive
     from carina.engine.train import TrainOptions, train_archive
 
@@ -40,13 +42,13 @@ def run_carina(steps: int, warmup: int, workdir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     train_archive(
         Archive.open(archive, overrides=overrides),
-        TrainOptions(data_dir=workdir / "data", device="cpu", progress=progress),
+        TrainOptions(data_dir=Settings().data_dir, device=device, progress=progress),
     )
     total = time.perf_counter() - start
     return _figures(marks, steps, warmup, total)
 
 
-def run_reference(steps: int, warmup: int, workdir: Path) -> dict[str, Any]:
+def run_reference(steps: int, warmup: int, workdir: Path, device: str) -> dict[str, Any]:
     import torch
     from monai.data import DataLoader, Dataset
     from monai.losses import DiceCELoss
@@ -66,7 +68,7 @@ def run_reference(steps: int, warmup: int, workdir: Path) -> dict[str, Any]:
     from carina.engine.data import resolve_cases
 
     start = time.perf_counter()
-    datalist = ensure_dataset("spine_ct", workdir / "data" / "spine_ct")
+    datalist = ensure_dataset("spine_ct", Settings().data_dir / "spine_ct")
     from carina.archive import Archive
     from carina.archive.schema import DatasetSettings
 
@@ -89,7 +91,8 @@ def run_reference(steps: int, warmup: int, workdir: Path) -> dict[str, Any]:
         ]
     )
     loader = DataLoader(Dataset(cases.train, transform), batch_size=1, shuffle=True)
-    network = UNet(3, 1, 4, channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1)
+    network = UNet(3, 1, 4, channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1).to(device)
+    scaler = torch.amp.GradScaler(enabled=device.startswith("cuda"))
     loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.Adam(network.parameters(), lr=0.01)
     network.train()
@@ -98,9 +101,12 @@ def run_reference(steps: int, warmup: int, workdir: Path) -> dict[str, Any]:
     while step < steps:
         for batch in loader:
             optimizer.zero_grad()
-            loss = loss_function(network(batch["image"]), batch["label"])
-            loss.backward()
-            optimizer.step()
+            image, label = batch["image"].to(device), batch["label"].to(device)
+            with torch.autocast("cuda", enabled=device.startswith("cuda")):
+                loss = loss_function(network(image), label)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             step += 1
             marks[step] = time.perf_counter()
             if step == steps:
@@ -123,6 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (AMP on CUDA for both)")
     parser.add_argument("--run", choices=["carina", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -131,13 +138,13 @@ def main() -> None:
 
         torch.set_num_threads(torch.get_num_threads())
         runner = run_carina if args.run == "carina" else run_reference
-        print(json.dumps(runner(args.steps, args.warmup, args.workdir)))
+        print(json.dumps(runner(args.steps, args.warmup, args.workdir, args.device)))
         return
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for which in ("reference", "carina"):
             command = [sys.executable, __file__, "--run", which, "--steps", str(args.steps)]
-            command += ["--warmup", str(args.warmup), "--workdir", tmp]
+            command += ["--warmup", str(args.warmup), "--workdir", tmp, "--device", args.device]
             output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
             results[which] = json.loads(output.strip().splitlines()[-1])
     print(
@@ -146,7 +153,7 @@ def main() -> None:
                 "benchmark": "train",
                 "archive": "spine_ct_vertebrae",
                 "steps": args.steps,
-                "device": "cpu",
+                "device": args.device,
                 "carina": results["carina"],
                 "plain_monai_loop": results["reference"],
                 "ratio_steps_per_s": round(

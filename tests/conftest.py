@@ -23,6 +23,20 @@ def oblique_affine(spacing: tuple[float, float, float] = (0.7, 0.9, 2.5)) -> np.
     return affine
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked ``gpu`` when CUDA is not available."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
 @pytest.fixture
 def synthetic() -> Case:
     """A seeded 32^3 image with two labelled ellipsoids."""

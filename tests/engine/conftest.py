@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,9 @@ SHORT = {"epochs": 3, "val_interval": 3}
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Shipped datasets exported once for the engine tests."""
-    return tmp_path_factory.mktemp("datasets")
+    """Shipped datasets exported once for the engine tests (or CARINA_DATA_DIR's, when set)."""
+    preset = os.environ.get("CARINA_DATA_DIR")
+    return Path(preset) if preset else tmp_path_factory.mktemp("datasets")
 
 
 @pytest.fixture(scope="session")

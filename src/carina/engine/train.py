@@ -61,6 +61,8 @@ class TrainResult:
     best_epoch: int
     epochs: int
     iterations: int
+    device: str
+    amp: bool
     network: torch.nn.Module
     transfer: TransferReport | None
     frozen: list[str]
@@ -285,6 +287,8 @@ def _run(
         best_epoch=int(getattr(evaluator.state, "best_metric_epoch", -1)),
         epochs=int(trainer.state.epoch),
         iterations=int(trainer.state.iteration),
+        device=str(device),
+        amp=amp,
         network=unwrap(network),
         transfer=transfer,
         frozen=frozen,

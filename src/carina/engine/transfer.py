@@ -35,7 +35,8 @@ class TransferReport:
         """A short human-readable summary."""
         out = [f"pretrained weights from {self.source.name}: {len(self.loaded)} tensors loaded"]
         out += [
-            f"reshaped (initialised fresh): {n} {list(a)} -> {list(b)}" for n, a, b in self.reshaped
+            f"skipped, shape differs (initialised fresh): {n} {list(a)} -> {list(b)}"
+            for n, a, b in self.reshaped
         ]
         if self.skipped:
             out.append(f"skipped (not in this network): {', '.join(self.skipped)}")
