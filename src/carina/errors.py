@@ -87,3 +87,7 @@ class UntrustedCodeError(ArchiveError):
         super().__init__(
             f"the archive contains code, which is refused for uploaded archives: {shown}"
         )
+
+
+class GuidanceError(CarinaError):
+    """Clicks or extreme points an interactive model cannot use (too few, outside the image)."""

@@ -276,6 +276,7 @@ def _resolve_settings(content: dict[str, Any], variables: dict[str, Any]) -> dic
     components = set(TrainSettings.model_fields) & {
         "network_def", "loss", "optimizer", "lr_scheduler", "train_preprocessing",
         "val_preprocessing", "train_postprocessing", "val_inferer", "val_postprocessing",
+        "iteration_update", "val_iteration_update",
     }  # fmt: skip
     return {k: v if k in components else resolve(v) for k, v in content.items()}
 

@@ -1,4 +1,8 @@
-"""``carina archive new``: a working archive from a template, for a shipped dataset."""
+"""``carina archive new``: a working archive from a template, trained on shipped datasets.
+
+Templates: ``segmentation`` (one dataset's labels), ``deepgrow`` (3D or 2D clicks, every labelled
+structure of the given datasets) and ``annotation`` (DExtr3D extreme points, likewise).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,16 @@ from carina.errors import ArchiveError, ConfigError
 
 #: Crop sizes that fit the shipped volumes (multiples of 8 for a 3-level UNet).
 _ROI = {"spine_ct": [48, 40, 32], "spine_mr": [48, 40, 32], "brain_mr": [64, 64, 48]}
+#: The array axis that runs left-right in each shipped dataset: flips along it are anatomical.
+_LR_AXIS = {"spine_ct": 2, "spine_mr": 2, "brain_mr": 0}
+_LOAD = "carina.engine.transforms.LoadVolumed"
+_ADAM = {"_target_": "torch.optim.Adam", "_mode_": "callable", "lr": "@learning_rate"}
+_POLY = {
+    "_target_": "torch.optim.lr_scheduler.PolynomialLR",
+    "_mode_": "callable",
+    "total_iters": "@epochs",
+    "power": 0.9,
+}
 
 
 def scaffold_archive(
@@ -18,12 +32,21 @@ def scaffold_archive(
     *,
     task: str = "segmentation",
     labels: list[str] | None = None,
-    dataset: str = "spine_ct",
+    dataset: str | list[str] = "spine_ct",
+    dimensions: int = 3,
 ) -> Path:
-    """Write a new archive folder that trains on ``dataset`` and serves the result.
+    """Write a new archive folder that trains on shipped data and serves the result.
+
+    Args:
+        target: the new folder.
+        task: ``segmentation``, ``deepgrow`` or ``annotation``.
+        labels: label names (segmentation; default: the dataset's).
+        dataset: a shipped dataset, or several for the interactive tasks.
+        dimensions: 3, or 2 for a 2D DeepGrow model.
 
     Raises:
-        ArchiveError: ``target`` exists or the task has no template.
+        ArchiveError: ``target`` exists.
+        ConfigError: unknown task, wrong labels, or 2D for a task other than DeepGrow.
         DatasetError: unknown dataset.
     """
     from carina.data import get_dataset
@@ -35,18 +58,55 @@ def scaffold_archive(
         model_type = ModelType(task)
     except ValueError as exc:
         raise ConfigError("--task", task, "use segmentation, deepgrow or annotation") from exc
-    if model_type != ModelType.SEGMENTATION:
-        raise ArchiveError(f"no template for task {task!r} yet")
-    spec = get_dataset(dataset)
-    names = labels or [name for value, name in sorted(spec.labels.items()) if value > 0]
-    if len(names) != len(spec.labels) - 1:
-        raise ConfigError(
-            "--labels", ",".join(names), f"{dataset} has {len(spec.labels) - 1} labels"
-        )
-    family = dataset.removesuffix("_vertebra")
-    roi = _ROI.get(family, [64, 64, 48])
-    intensity = _intensity(spec.modality)
-    load = {"_target_": "carina.engine.transforms.LoadVolumed", "keys": ["image", "label"]}
+    names = [dataset] if isinstance(dataset, str) else list(dataset)
+    specs = [get_dataset(name) for name in names]
+    if dimensions == 2 and model_type != ModelType.DEEPGROW:
+        raise ConfigError("--dimensions", "2", "only DeepGrow has a 2D template")
+    if model_type == ModelType.SEGMENTATION:
+        if len(specs) != 1:
+            raise ConfigError("--dataset", ",".join(names), "segmentation trains on one dataset")
+        spec = specs[0]
+        label_names = labels or [name for value, name in sorted(spec.labels.items()) if value > 0]
+        if len(label_names) != len(spec.labels) - 1:
+            raise ConfigError(
+                "--labels", ",".join(label_names), f"{spec.name} has {len(spec.labels) - 1} labels"
+            )
+        train, serving = _segmentation(spec.name, spec.modality, label_names)
+        what = f"{', '.join(label_names)} in {spec.modality}"
+    elif model_type == ModelType.DEEPGROW:
+        train, serving = _deepgrow(names, dimensions)
+        what = f"any structure from clicks ({dimensions}D DeepGrow)"
+    else:
+        train, serving = _annotation(names)
+        what = "any structure from its 6 extreme points (DExtr3D)"
+    files = {
+        "config/environment.json": {"DATASET": names[0] if len(names) == 1 else names},
+        "config/config_train.json": train,
+        "config/config_validation.json": {"split": "validation"},
+        "config/config_aiaa.json": serving,
+    }
+    if model_type == ModelType.SEGMENTATION:
+        files["config/config_validation.json"]["inferer"] = train["val_inferer"]
+    for relative, content in files.items():
+        path = target / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(content, indent=2) + "\n")
+    (target / "docs").mkdir()
+    (target / "docs" / "README.md").write_text(
+        f"# {target.name}\n\n{what[0].upper()}{what[1:]}, trained on the shipped dataset(s) "
+        f"{', '.join(f'`{n}`' for n in names)} (one subject each: validation uses the held-out "
+        f"half).\n\n    carina train {target.name}\n    carina validate {target.name}\n\n"
+        "For research use, not for diagnosis.\n"
+    )
+    return target
+
+
+def _segmentation(
+    dataset: str, modality: str, labels: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    roi = _ROI.get(dataset.removesuffix("_vertebra"), [64, 64, 48])
+    intensity = _intensity(modality)
+    load = {"_target_": _LOAD, "keys": ["image", "label"]}
     channel = {
         "_target_": "EnsureChannelFirstd",
         "keys": ["image", "label"],
@@ -58,34 +118,14 @@ def scaffold_archive(
         "sw_batch_size": 4,
         "overlap": 0.5,
     }
-    train: dict[str, Any] = {
+    train = {
+        **_schedule(epochs=10, learning_rate=0.01),
         "task": "segmentation",
-        "epochs": 10,
-        "iterations_per_epoch": 100,
-        "val_interval": 2,
-        "batch_size": 1,
-        "learning_rate": 0.01,
-        "seed": 0,
-        "amp": True,
-        "cache": "memory",
         "dataset": {"name": "@DATASET"},
-        "network_def": {
-            "_target_": "UNet",
-            "spatial_dims": 3,
-            "in_channels": 1,
-            "out_channels": len(names) + 1,
-            "channels": [8, 16, 32, 64],
-            "strides": [2, 2, 2],
-            "num_res_units": 1,
-        },
+        "network_def": _unet(3, 1, len(labels) + 1, [8, 16, 32, 64]),
         "loss": {"_target_": "DiceCELoss", "to_onehot_y": True, "softmax": True},
-        "optimizer": {"_target_": "torch.optim.Adam", "_mode_": "callable", "lr": "@learning_rate"},
-        "lr_scheduler": {
-            "_target_": "torch.optim.lr_scheduler.PolynomialLR",
-            "_mode_": "callable",
-            "total_iters": "@epochs",
-            "power": 0.9,
-        },
+        "optimizer": _ADAM,
+        "lr_scheduler": _POLY,
         "train_preprocessing": [
             load,
             channel,
@@ -97,7 +137,12 @@ def scaffold_archive(
                 "roi_size": roi,
                 "random_size": False,
             },
-            {"_target_": "RandFlipd", "keys": ["image", "label"], "prob": 0.5, "spatial_axis": 2},
+            {
+                "_target_": "RandFlipd",
+                "keys": ["image", "label"],
+                "prob": 0.5,
+                "spatial_axis": _LR_AXIS.get(dataset.removesuffix("_vertebra"), 0),
+            },
         ],
         "val_preprocessing": [load, channel, intensity],
         "val_inferer": inferer,
@@ -105,34 +150,142 @@ def scaffold_archive(
     serving = {
         "version": "1",
         "type": "segmentation",
-        "labels": names,
-        "description": f"{', '.join(names)} from {spec.modality} ({dataset}); research use only",
-        "preprocessing": [
-            {**load, "keys": "image"},
-            {**channel, "keys": "image"},
-            intensity,
-        ],
+        "labels": labels,
+        "description": f"{', '.join(labels)} in {modality} ({dataset}); research use only",
+        "preprocessing": [{**load, "keys": "image"}, {**channel, "keys": "image"}, intensity],
         "inferer": inferer,
         "postprocessing": [{"_target_": "AsDiscreted", "keys": "pred", "argmax": True}],
     }
-    files = {
-        "config/environment.json": {"DATASET": dataset},
-        "config/config_train.json": train,
-        "config/config_validation.json": {"split": "validation", "inferer": inferer},
-        "config/config_aiaa.json": serving,
+    return train, serving
+
+
+def _interactive_data(
+    roi: list[int], crop: dict[str, Any], guidance: dict[str, Any], *, train: bool
+) -> list[Any]:
+    keys = ["image", "label"]
+    items: list[Any] = [
+        {"_target_": _LOAD, "keys": keys},
+        {"_target_": "carina.interactive.SelectLabeld", "keys": "label"},
+        {"_target_": "EnsureChannelFirstd", "keys": keys, "channel_dim": "no_channel"},
+    ]
+    if len(roi) == 2:
+        items.append(
+            {"_target_": "carina.interactive.StructureSliced", "keys": keys, "random": train}
+        )
+    items.append(crop)
+    items.append({"_target_": "NormalizeIntensityd", "keys": "image"})
+    if train:
+        items.append({"_target_": "RandAxisFlipd", "keys": keys, "prob": 0.5})
+    items.append(guidance)
+    return items
+
+
+def _deepgrow(datasets: list[str], dimensions: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    roi = [48, 48, 48] if dimensions == 3 else [96, 96]
+    sigma, margin = 2.0, 6
+
+    def crop(train: bool) -> dict[str, Any]:
+        return {
+            "_target_": "carina.interactive.InteractionCropd",
+            "keys": ["image", "label"], "roi": roi, "mode": "deepgrow",
+            "margin": margin, "jitter": margin if train else 0,
+        }  # fmt: skip
+
+    def guidance(train: bool) -> dict[str, Any]:
+        return {"_target_": "carina.interactive.AddClickGuidanced", "sigma": sigma, "random": train}
+
+    train = {
+        **_schedule(epochs=10, learning_rate=0.002, batch_size=2),
+        "task": "deepgrow",
+        "per_structure": True,
+        "dataset": {"name": "@DATASET"},
+        "network_def": _unet(dimensions, 3, 1, [16, 32, 64, 128]),
+        "loss": {"_target_": "DiceCELoss", "sigmoid": True},
+        "optimizer": _ADAM,
+        "lr_scheduler": _POLY,
+        "train_preprocessing": _interactive_data(roi, crop(True), guidance(True), train=True),
+        "val_preprocessing": _interactive_data(roi, crop(False), guidance(False), train=False),
+        "val_inferer": {"_target_": "SimpleInferer"},
+        "iteration_update": {
+            "_target_": "carina.interactive.ClickSimulation",
+            "max_clicks": 3,
+            "sigma": sigma,
+        },
     }
-    for relative, content in files.items():
-        path = target / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(content, indent=2) + "\n")
-    (target / "docs").mkdir()
-    (target / "docs" / "README.md").write_text(
-        f"# {target.name}\n\nSegmentation of {', '.join(names)} in {spec.modality}, trained on the "
-        f"shipped dataset `{dataset}` (one subject: validation uses the held-out half).\n\n"
-        f"    carina train {target.name}\n    carina validate {target.name}\n\n"
-        "For research use, not for diagnosis.\n"
-    )
-    return target
+    serving = {
+        "version": "1",
+        "type": "deepgrow",
+        "labels": [],
+        "description": f"{dimensions}D DeepGrow: any structure from foreground/background clicks",
+        "deepgrow": f"{dimensions}D",
+        "roi": roi,
+        "sigma": sigma,
+        "margin": margin,
+        "preprocessing": [{"_target_": "NormalizeIntensityd", "keys": "image"}],
+    }
+    return train, serving
+
+
+def _annotation(datasets: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    roi, sigma, padding = [48, 48, 48], 3.0, 10.0
+
+    def crop(train: bool) -> dict[str, Any]:
+        return {
+            "_target_": "carina.interactive.InteractionCropd",
+            "keys": ["image", "label"], "roi": roi, "mode": "extreme",
+            "padding": padding, "perturb": 2 if train else 0,
+        }  # fmt: skip
+
+    heatmap = {"_target_": "carina.interactive.AddPointsHeatmapd", "sigma": sigma}
+    train = {
+        **_schedule(epochs=10, learning_rate=0.002, batch_size=2),
+        "task": "annotation",
+        "per_structure": True,
+        "dataset": {"name": "@DATASET"},
+        "network_def": _unet(3, 2, 1, [16, 32, 64, 128]),
+        "loss": {"_target_": "DiceCELoss", "sigmoid": True},
+        "optimizer": _ADAM,
+        "lr_scheduler": _POLY,
+        "train_preprocessing": _interactive_data(roi, crop(True), heatmap, train=True),
+        "val_preprocessing": _interactive_data(roi, crop(False), heatmap, train=False),
+        "val_inferer": {"_target_": "SimpleInferer"},
+    }
+    serving = {
+        "version": "1",
+        "type": "annotation",
+        "labels": [],
+        "description": "DExtr3D: any structure from its 6 extreme points",
+        "roi": roi,
+        "sigma": sigma,
+        "padding": padding,
+        "preprocessing": [{"_target_": "NormalizeIntensityd", "keys": "image"}],
+    }
+    return train, serving
+
+
+def _schedule(*, epochs: int, learning_rate: float, batch_size: int = 1) -> dict[str, Any]:
+    return {
+        "epochs": epochs,
+        "iterations_per_epoch": 100,
+        "val_interval": 2,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "seed": 0,
+        "amp": True,
+        "cache": "memory",
+    }
+
+
+def _unet(dimensions: int, inputs: int, outputs: int, channels: list[int]) -> dict[str, Any]:
+    return {
+        "_target_": "UNet",
+        "spatial_dims": dimensions,
+        "in_channels": inputs,
+        "out_channels": outputs,
+        "channels": channels,
+        "strides": [2] * (len(channels) - 1),
+        "num_res_units": 1,
+    }
 
 
 def _intensity(modality: str) -> dict[str, Any]:

@@ -48,15 +48,15 @@ class DatasetSettings(_Strict):
     """Where the training data is.
 
     Attributes:
-        name: a shipped dataset (``carina data list``), exported on first use when no datalist
-            is given.
+        name: a shipped dataset (``carina data list``), or several to train on together,
+            exported on first use when no datalist is given.
         datalist: an MSD ``dataset.json`` or Clara datalist, relative to the archive root.
         root: the folder the datalist's paths are relative to (default: the datalist's folder).
         train_key: the datalist key of the training cases.
         val_key: the datalist key of the validation (held-out) cases.
     """
 
-    name: str | None = None
+    name: str | list[str] | None = None
     datalist: str | None = None
     root: str | None = None
     train_key: str = "training"
@@ -86,6 +86,9 @@ class TrainSettings(_Strict):
     train_postprocessing: list[Component] = Field(default_factory=list)
     val_inferer: Component
     val_postprocessing: list[Component] = Field(default_factory=list)
+    per_structure: bool = False
+    iteration_update: Component | None = None
+    val_iteration_update: Component | None = None
     search: list[dict[str, Any]] = Field(default_factory=list)
 
 
@@ -104,6 +107,7 @@ class ServingConfig(_Strict):
     roi: list[int] | None = None
     sigma: float | None = None
     padding: float | None = None
+    margin: int | None = None
     deepgrow: Literal["2D", "3D"] | None = None
     meta_data: dict[str, Any] = Field(default_factory=dict)
 

@@ -20,13 +20,23 @@ def new(
         "segmentation", "--task", help="segmentation, deepgrow or annotation."
     ),
     labels: str = typer.Option("", "--labels", help="Comma-separated label names (segmentation)."),
-    dataset: str = typer.Option("spine_ct", "--dataset", help="Shipped dataset to train on."),
+    dataset: str = typer.Option(
+        "spine_ct", "--dataset", help="Shipped dataset(s) to train on, comma-separated."
+    ),
+    dimensions: int = typer.Option(3, "--dimensions", help="3, or 2 for a 2D DeepGrow model."),
 ) -> None:
     """Create a working archive from a template."""
     from carina.archive.scaffold import scaffold_archive
 
     names = [label.strip() for label in labels.split(",") if label.strip()]
-    root = scaffold_archive(name, task=task, labels=names or None, dataset=dataset)
+    datasets = [d.strip() for d in dataset.split(",") if d.strip()]
+    root = scaffold_archive(
+        name,
+        task=task,
+        labels=names or None,
+        dataset=datasets[0] if len(datasets) == 1 else datasets,
+        dimensions=dimensions,
+    )
     console.print(f"created {root}; train it with: carina train {root}", highlight=False)
 
 

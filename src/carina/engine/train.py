@@ -83,6 +83,8 @@ class _Parts:
     val_transforms: Any
     val_inferer: Any
     num_classes: int
+    iteration_update: Any
+    val_iteration_update: Any
 
 
 def check_training(archive: Archive, options: TrainOptions) -> list[str]:
@@ -123,11 +125,15 @@ def _build(archive: Archive, options: TrainOptions) -> _Parts:
     if options.resume and not archive.layout.last_checkpoint.is_file():
         raise ArchiveError(f"{archive.name}: nothing to resume from (no models/checkpoint_last.pt)")
     cases = resolve_cases(
-        archive, settings.dataset, override=options.dataset, data_dir=options.data_dir
+        archive,
+        settings.dataset,
+        override=options.dataset,
+        data_dir=options.data_dir,
+        structures=settings.per_structure,
     )
     network = build_network(resolved)
     num_classes = _output_channels(settings.network_def, network)
-    if cases.labels is not None and len(cases.labels) != num_classes:
+    if not settings.per_structure and cases.labels is not None and len(cases.labels) != num_classes:
         raise ConfigError(
             config.resolved.file,
             "network_def.out_channels",
@@ -150,7 +156,13 @@ def _build(archive: Archive, options: TrainOptions) -> _Parts:
         val_transforms=Compose(resolved.instantiate("val_preprocessing")),
         val_inferer=resolved.instantiate("val_inferer"),
         num_classes=num_classes,
+        iteration_update=_optional(resolved, "iteration_update"),
+        val_iteration_update=_optional(resolved, "val_iteration_update"),
     )
+
+
+def _optional(resolved: Any, key: str) -> Any:
+    return resolved.instantiate(key) if resolved.content.get(key) is not None else None
 
 
 def _called(resolved: Any, key: str, argument: Any) -> Any:
@@ -190,7 +202,7 @@ def _run(
         from_engine,
     )
     from monai.inferers import SimpleInferer
-    from monai.transforms import AsDiscreted, Compose
+    from monai.transforms import Activationsd, AsDiscreted, Compose
 
     settings = parts.config.settings
     layout = archive.layout
@@ -202,9 +214,14 @@ def _run(
         network = context.wrap(network)
     train_loader, val_loader = _loaders(parts, settings.cache, layout.root, context)
     amp = settings.amp and device.type == "cuda"
-    post = Compose(
-        [AsDiscreted(keys=["pred", "label"], argmax=[True, False], to_onehot=parts.num_classes)]
-    )
+    if parts.num_classes == 1:  # one sigmoid output: a binary mask
+        post = Compose(
+            [Activationsd(keys="pred", sigmoid=True), AsDiscreted(keys="pred", threshold=0.5)]
+        )
+    else:
+        post = Compose(
+            [AsDiscreted(keys=["pred", "label"], argmax=[True, False], to_onehot=parts.num_classes)]
+        )
     val_handlers: list[Any] = []
     if context.is_main:
         val_handlers.append(BestWeights(layout.weights, network))
@@ -224,6 +241,7 @@ def _run(
         },
         val_handlers=val_handlers,
         amp=amp,
+        iteration_update=parts.val_iteration_update,
     )
     train_handlers: list[Any] = [
         ValidationHandler(validator=evaluator, interval=settings.val_interval, epoch_level=True)
@@ -249,6 +267,7 @@ def _run(
         train_handlers=train_handlers,
         amp=amp,
         decollate=False,  # nothing post-processes training outputs: skip per-item copies
+        iteration_update=parts.iteration_update,
         optim_set_to_none=True,
     )
     if context.is_main:

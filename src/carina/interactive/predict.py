@@ -1,0 +1,194 @@
+"""Inference of interactive models: DeepGrow from clicks, DExtr3D from extreme points.
+
+Both crop a window around the user's points (DeepGrow: the foreground clicks plus a margin, at
+least the ROI; DExtr3D: the points' box plus ``padding`` millimetres), resize it to the ROI, add the
+guidance channels, run the network, and paste the mask back into the full image grid.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from carina.archive import Archive, ModelType, ServingConfig
+from carina.engine.network import load_network, pick_device
+from carina.errors import GuidanceError
+from carina.interactive.guidance import gaussian_map
+from carina.interactive.window import Window
+from carina.io import Volume
+
+Points = Sequence[Sequence[int]]
+
+
+@dataclass
+class InteractiveResult:
+    """A mask on the input's grid, the region the model looked at, and the time per stage."""
+
+    volume: Volume
+    crop: list[list[int]]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class InteractivePredictor:
+    """Runs a DeepGrow (``deepgrow``) or DExtr3D (``annotation``) archive.
+
+    Args:
+        network: the trained network (guidance channels after the image channel).
+        preprocessing: callable on ``{"image": crop}`` (intensity normalisation of the window).
+        settings: the serving settings (``roi``, ``sigma``, ``margin``/``padding``, ``deepgrow``).
+        device: where the network runs.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        preprocessing: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        settings: ServingConfig,
+        device: torch.device,
+    ) -> None:
+        if settings.type not in (ModelType.DEEPGROW, ModelType.ANNOTATION) or not settings.roi:
+            raise GuidanceError(f"not an interactive model with a roi: {settings.type}")
+        self.network = network.to(device).eval()
+        self.preprocessing = preprocessing
+        self.settings = settings
+        self.device = device
+        self.roi = tuple(settings.roi)
+        self.sigma = settings.sigma or (3.0 if settings.type == ModelType.ANNOTATION else 2.0)
+
+    @classmethod
+    def from_archive(cls, archive: Archive, *, device: str | None = None) -> InteractivePredictor:
+        """Build the predictor of an interactive archive."""
+        from monai.transforms import Compose
+
+        pipeline = archive.serving_config()
+        resolved, settings = pipeline.resolved, pipeline.settings
+        network = load_network(
+            resolved,
+            archive.layout.root / settings.model_file,
+            torchscript=archive.layout.torchscript,
+        )
+        items = (
+            resolved.instantiate("preprocessing") if resolved.content.get("preprocessing") else []
+        )
+        return cls(network, Compose(items), settings=settings, device=pick_device(device))
+
+    @property
+    def is_2d(self) -> bool:
+        """True for a 2D DeepGrow model (it works on one slice)."""
+        return len(self.roi) == 2
+
+    def deepgrow(
+        self,
+        volume: Volume,
+        foreground: Points,
+        background: Points = (),
+        *,
+        current_point: Sequence[int] | None = None,
+    ) -> InteractiveResult:
+        """Segment the structure the foreground clicks are in; background clicks exclude.
+
+        A 2D model segments only slice ``current_point[2]`` (else the first foreground click's).
+
+        Raises:
+            GuidanceError: no foreground click, or a click outside the image.
+        """
+        fg = _checked(foreground, volume.shape, "foreground", minimum=1)
+        bg = _checked(background, volume.shape, "background", minimum=0)
+        image = torch.as_tensor(np.asarray(volume.array, dtype=np.float32))[None]
+        if self.is_2d:
+            k = int(current_point[2]) if current_point is not None else int(fg[0][2])
+            if not 0 <= k < volume.shape[2]:
+                raise GuidanceError(f"current_point slice {k} is outside the image")
+            fg = [p for p in fg if p[2] == k]
+            bg = [p for p in bg if p[2] == k]
+            if not fg:
+                raise GuidanceError(f"no foreground click on slice {k}")
+            plane = image[..., k]
+            result, window, timings = self._run_deepgrow(
+                plane, [p[:2] for p in fg], [p[:2] for p in bg]
+            )
+            mask = np.zeros(volume.shape, dtype=np.uint8)
+            mask[:, :, k] = result
+            crop = [*window.clipped(volume.shape[:2]), [k, k + 1]]
+            return InteractiveResult(volume.with_array(mask), crop, timings)
+        result, window, timings = self._run_deepgrow(image, fg, bg)
+        return InteractiveResult(volume.with_array(result), window.clipped(volume.shape), timings)
+
+    def dextr3d(self, volume: Volume, points: Points) -> InteractiveResult:
+        """Segment the structure whose extreme points (at least 6) the user placed.
+
+        Raises:
+            GuidanceError: fewer than 6 points, or a point outside the image.
+        """
+        checked = _checked(points, volume.shape, "extreme", minimum=6)
+        padding = self.settings.padding if self.settings.padding is not None else 20.0
+        pad_voxels = padding / np.asarray(volume.spacing[: len(self.roi)])
+        array = np.asarray(checked, dtype=np.float64)
+        window = Window.around(array.min(0), array.max(0) + 1, self.roi, margin=pad_voxels)
+        image = torch.as_tensor(np.asarray(volume.array, dtype=np.float32))[None]
+        guidance = [gaussian_map(self.roi, window.to_roi(checked), self.sigma)]
+        mask, timings = self._predict(image, window, guidance, volume.shape)
+        return InteractiveResult(volume.with_array(mask), window.clipped(volume.shape), timings)
+
+    def _run_deepgrow(
+        self, image: torch.Tensor, fg: list[tuple[int, ...]], bg: list[tuple[int, ...]]
+    ) -> tuple[np.ndarray[Any, Any], Window, dict[str, float]]:
+        array = np.asarray(fg, dtype=np.float64)
+        margin = [float(self.settings.margin or 8)] * len(self.roi)
+        window = Window.around(
+            array.min(0), array.max(0) + 1, self.roi, margin=margin, min_size=self.roi
+        )
+        guidance = [
+            gaussian_map(self.roi, window.to_roi(fg), self.sigma),
+            gaussian_map(self.roi, window.to_roi(bg) if bg else [], self.sigma),
+        ]
+        mask, timings = self._predict(image, window, guidance, tuple(image.shape[1:]))
+        return mask, window, timings
+
+    def _predict(
+        self,
+        image: torch.Tensor,
+        window: Window,
+        guidance: list[np.ndarray[Any, Any]],
+        shape: tuple[int, ...],
+    ) -> tuple[np.ndarray[Any, Any], dict[str, float]]:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        crop = self.preprocessing({"image": window.extract(image)})["image"]
+        channels = [
+            torch.as_tensor(crop).float()[:1],
+            *(torch.from_numpy(g)[None] for g in guidance),
+        ]
+        batch = torch.cat(channels, dim=0)[None].to(self.device)
+        timings["pre"] = time.perf_counter() - start
+        start = time.perf_counter()
+        with torch.inference_mode():
+            probability = torch.sigmoid(self.network(batch).float())[0].cpu()
+        timings["infer"] = time.perf_counter() - start
+        start = time.perf_counter()
+        full = window.paste(probability, shape)[0]
+        mask = (full > 0.5).numpy().astype(np.uint8)
+        timings["post"] = time.perf_counter() - start
+        return mask, timings
+
+
+def _checked(
+    points: Points, shape: Sequence[int], what: str, *, minimum: int
+) -> list[tuple[int, ...]]:
+    checked = []
+    for point in points:
+        if len(point) != len(shape):
+            raise GuidanceError(f"{what} point {list(point)} needs {len(shape)} coordinates")
+        index = tuple(round(float(v)) for v in point)
+        if any(not 0 <= v < n for v, n in zip(index, shape, strict=True)):
+            raise GuidanceError(f"{what} point {list(point)} is outside the image {list(shape)}")
+        checked.append(index)
+    if len(checked) < minimum:
+        raise GuidanceError(f"at least {minimum} {what} point(s) needed, got {len(checked)}")
+    return checked

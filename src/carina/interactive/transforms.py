@@ -1,0 +1,210 @@
+"""MONAI dictionary transforms that prepare interactive-model training samples.
+
+The pipeline for one structure of one image: ``SelectLabeld`` (binary mask of one label value) ->
+``EnsureChannelFirstd`` -> ``InteractionCropd`` (a window around the structure, or around its
+extreme points plus padding in mm, resized to the ROI) -> intensity normalisation ->
+``AddClickGuidanced`` (DeepGrow: foreground and background click channels) or
+``AddPointsHeatmapd`` (DExtr3D: one heat-map channel of the extreme points).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Randomizable
+
+from carina.interactive.guidance import deepest_point, extreme_points, gaussian_map
+from carina.interactive.window import Window
+
+#: Key under which InteractionCropd leaves the extreme points, in ROI coordinates.
+POINTS_KEY = "points"
+
+
+def _spacing(image: Any) -> np.ndarray[Any, Any]:
+    affine = getattr(image, "affine", None)
+    ndim = image.ndim - 1
+    if affine is None:
+        return np.ones(ndim)
+    matrix = np.asarray(affine, dtype=np.float64)[:ndim, :ndim]
+    spacing: np.ndarray[Any, Any] = np.linalg.norm(matrix, axis=0)
+    return spacing
+
+
+class SelectLabeld(MapTransform):
+    """Turns a label map into the binary mask of the value stored under ``value_key``."""
+
+    def __init__(self, keys: KeysCollection, value_key: str = "label_value") -> None:
+        super().__init__(keys)
+        self.value_key = value_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        value = int(out[self.value_key])
+        for key in self.key_iterator(out):
+            label = out[key]
+            out[key] = (
+                (label == value).to(torch.uint8)
+                if isinstance(label, torch.Tensor)
+                else (np.asarray(label) == value).astype(np.uint8)
+            )
+        return out
+
+
+class InteractionCropd(Randomizable, MapTransform):
+    """Crops image and label to the window an interactive model sees, resized to ``roi``.
+
+    Args:
+        keys: the image (first) and label keys.
+        label_key: the binary structure mask (channel first).
+        roi: the network's input size.
+        mode: ``"deepgrow"`` (the structure's box plus ``margin`` voxels, at least the ROI) or
+            ``"extreme"`` (the box of the 6 extreme points plus ``padding`` mm; the points, in ROI
+            coordinates, are stored under ``points``).
+        margin: DeepGrow margin in voxels.
+        padding: DExtr3D padding in millimetres (converted per axis with the spacing).
+        jitter: random shift of the window centre, in voxels (training).
+        perturb: random displacement of each extreme point, in voxels (training).
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        label_key: str = "label",
+        roi: Sequence[int] = (64, 64, 64),
+        mode: str = "deepgrow",
+        margin: int = 8,
+        padding: float = 20.0,
+        jitter: int = 0,
+        perturb: int = 0,
+    ) -> None:
+        MapTransform.__init__(self, keys)
+        if mode not in ("deepgrow", "extreme"):
+            raise ValueError(f"mode must be 'deepgrow' or 'extreme', not {mode!r}")
+        self.label_key = label_key
+        self.roi = tuple(int(v) for v in roi)
+        self.mode = mode
+        self.margin = margin
+        self.padding = padding
+        self.jitter = jitter
+        self.perturb = perturb
+
+    def randomize(self, data: Any = None) -> None:
+        """Nothing to draw ahead: the window is sampled in ``__call__``."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        label = np.asarray(out[self.label_key])[0] > 0
+        ndim = label.ndim
+        if not label.any():
+            raise ValueError("the structure mask is empty")
+        shift = self.R.uniform(-self.jitter, self.jitter, ndim) if self.jitter else None
+        if self.mode == "deepgrow":
+            coords = np.argwhere(label)
+            window = Window.around(
+                coords.min(0), coords.max(0) + 1, self.roi,
+                margin=[self.margin] * ndim, min_size=self.roi, shift=shift,
+            )  # fmt: skip
+        else:
+            points = np.asarray(extreme_points(label), dtype=np.float64)
+            if self.perturb:
+                points += self.R.randint(-self.perturb, self.perturb + 1, points.shape)
+                points = np.clip(points, 0, np.asarray(label.shape) - 1)
+            pad = self.padding / _spacing(out[self.label_key])
+            window = Window.around(points.min(0), points.max(0) + 1, self.roi, margin=pad)
+            out[POINTS_KEY] = window.to_roi(points).astype(np.float32)
+        first = True
+        for key in self.key_iterator(out):
+            tensor = torch.as_tensor(np.asarray(out[key]))
+            mode = "trilinear" if first else "nearest"
+            cropped = window.extract(tensor, mode=mode)
+            out[key] = cropped if first else (cropped > 0.5).to(torch.float32)
+            first = False
+        return out
+
+
+class AddClickGuidanced(Randomizable, MapTransform):
+    """Appends DeepGrow's two guidance channels: a foreground click inside the label, no
+    background click. ``random``: a random deep voxel (training) instead of the deepest."""
+
+    def __init__(
+        self,
+        image_key: str = "image",
+        label_key: str = "label",
+        sigma: float = 2.0,
+        random: bool = True,
+    ) -> None:
+        MapTransform.__init__(self, [image_key])
+        self.image_key = image_key
+        self.label_key = label_key
+        self.sigma = sigma
+        self.random = random
+
+    def randomize(self, data: Any = None) -> None:
+        """Nothing to draw ahead: the click is sampled in ``__call__``."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        image = torch.as_tensor(out[self.image_key]).float()
+        label = np.asarray(out[self.label_key])[0] > 0
+        rng = np.random.default_rng(self.R.randint(2**31)) if self.random else None
+        point = deepest_point(label, rng)
+        spatial = image.shape[1:]
+        foreground = gaussian_map(spatial, [point] if point is not None else [], self.sigma)
+        background = np.zeros(spatial, dtype=np.float32)
+        guidance = torch.from_numpy(np.stack([foreground, background]))
+        out[self.image_key] = torch.cat([image[:1], guidance], dim=0)
+        return out
+
+
+class AddPointsHeatmapd(MapTransform):
+    """Appends DExtr3D's heat-map channel of the points under ``points_key`` (ROI coordinates)."""
+
+    def __init__(
+        self, image_key: str = "image", points_key: str = POINTS_KEY, sigma: float = 3.0
+    ) -> None:
+        super().__init__([image_key])
+        self.image_key = image_key
+        self.points_key = points_key
+        self.sigma = sigma
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        image = torch.as_tensor(out[self.image_key]).float()
+        points = np.asarray(out.pop(self.points_key))
+        heatmap = gaussian_map(image.shape[1:], points, self.sigma)
+        out[self.image_key] = torch.cat([image[:1], torch.from_numpy(heatmap)[None]], dim=0)
+        return out
+
+
+class StructureSliced(Randomizable, MapTransform):
+    """Takes one slice along the last axis through the structure, for 2D models.
+
+    Args:
+        keys: channel-first arrays to slice (image and label).
+        label_key: the binary structure mask.
+        random: a random slice through the structure (training), else its largest slice.
+    """
+
+    def __init__(self, keys: KeysCollection, label_key: str = "label", random: bool = True) -> None:
+        MapTransform.__init__(self, keys)
+        self.label_key = label_key
+        self.random = random
+
+    def randomize(self, data: Any = None) -> None:
+        """Nothing to draw ahead: the slice is sampled in ``__call__``."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        label = np.asarray(out[self.label_key])[0] > 0
+        areas = label.reshape(-1, label.shape[-1]).sum(axis=0)
+        slices = np.flatnonzero(areas)
+        if len(slices) == 0:
+            raise ValueError("the structure mask is empty")
+        k = int(slices[self.R.randint(len(slices))]) if self.random else int(np.argmax(areas))
+        for key in self.key_iterator(out):
+            out[key] = out[key][..., k]
+        return out

@@ -1,0 +1,118 @@
+"""The region an interactive model looks at: a box in the image, resized to the network's input.
+
+A :class:`Window` maps between the full image and the network's region of interest (ROI): it
+extracts the box (padding with zeros where it leaves the image) and resizes it to the ROI, maps
+points into ROI coordinates, and pastes a prediction back at full resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A box of ``size`` voxels starting at ``start`` (may leave the image), seen at ``roi``."""
+
+    start: tuple[int, ...]
+    size: tuple[int, ...]
+    roi: tuple[int, ...]
+
+    @classmethod
+    def around(
+        cls,
+        low: npt.ArrayLike,
+        high: npt.ArrayLike,
+        roi: Sequence[int],
+        *,
+        margin: npt.ArrayLike,
+        min_size: Sequence[int] | None = None,
+        shift: Sequence[float] | None = None,
+    ) -> Window:
+        """The box ``[low, high)`` grown by ``margin`` on each side, at least ``min_size``.
+
+        Args:
+            low, high: the box to contain (voxel indices, high exclusive).
+            roi: the network input size.
+            margin: voxels added on each side, per axis.
+            min_size: the smallest box (default: none); DeepGrow uses the ROI, so that small
+                structures are seen at full resolution.
+            shift: a displacement of the centre in voxels (training jitter).
+        """
+        low_a, high_a = np.asarray(low, np.float64), np.asarray(high, np.float64)
+        size = np.ceil(high_a - low_a + 2 * np.asarray(margin, np.float64))
+        if min_size is not None:
+            size = np.maximum(size, np.asarray(min_size, np.float64))
+        size = np.maximum(size, 1)
+        centre = (low_a + high_a) / 2 + (np.asarray(shift) if shift is not None else 0)
+        start = np.floor(centre - size / 2)
+        return cls(
+            tuple(int(v) for v in start), tuple(int(v) for v in size), tuple(int(v) for v in roi)
+        )
+
+    @property
+    def scale(self) -> npt.NDArray[np.float64]:
+        """ROI voxels per image voxel, per axis."""
+        return np.asarray(self.roi, np.float64) / np.asarray(self.size, np.float64)
+
+    def to_roi(self, points: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Image voxel indices as (fractional) ROI voxel indices."""
+        array = np.asarray(points, dtype=np.float64).reshape(-1, len(self.roi))
+        mapped: npt.NDArray[np.float64] = (array - np.asarray(self.start) + 0.5) * self.scale - 0.5
+        return mapped
+
+    def extract(self, array: torch.Tensor, *, mode: str = "trilinear") -> torch.Tensor:
+        """The window of a channel-first array ``(C, *spatial)``, resized to ``(C, *roi)``."""
+        spatial = array.shape[1:]
+        source, target = [], []
+        for start, size, length in zip(self.start, self.size, spatial, strict=True):
+            low, high = max(start, 0), min(start + size, length)
+            source.append(slice(low, max(high, low)))
+            target.append(slice(low - start, low - start + max(high - low, 0)))
+        box = array.new_zeros((array.shape[0], *self.size), dtype=torch.float32)
+        box[(slice(None), *target)] = array[(slice(None), *source)].float()
+        if tuple(self.size) == tuple(self.roi):
+            return box
+        return _resize(box, self.roi, mode)
+
+    def paste(
+        self, values: torch.Tensor, shape: Sequence[int], *, mode: str = "trilinear"
+    ) -> torch.Tensor:
+        """A ``(C, *roi)`` array resized back and placed in a zero ``(C, *shape)`` array."""
+        box = (
+            values.float()
+            if tuple(self.size) == tuple(self.roi)
+            else _resize(values, self.size, mode)
+        )
+        out = values.new_zeros((values.shape[0], *shape), dtype=torch.float32)
+        source, target = [], []
+        for start, size, length in zip(self.start, self.size, shape, strict=True):
+            low, high = max(start, 0), min(start + size, length)
+            target.append(slice(low, max(high, low)))
+            source.append(slice(low - start, low - start + max(high - low, 0)))
+        out[(slice(None), *target)] = box[(slice(None), *source)]
+        return out
+
+    def clipped(self, shape: Sequence[int]) -> list[list[int]]:
+        """The window's part inside the image as ``[[i0, i1], [j0, j1], ...]`` (half-open)."""
+        return [
+            [max(start, 0), min(start + size, length)]
+            for start, size, length in zip(self.start, self.size, shape, strict=True)
+        ]
+
+
+def _resize(array: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
+    spatial = len(size)
+    if mode == "trilinear" and spatial == 2:
+        mode = "bilinear"
+    kwargs = {"align_corners": False} if mode in ("trilinear", "bilinear") else {}
+    batch = array.float().unsqueeze(0)
+    return F.interpolate(batch, size=tuple(int(s) for s in size), mode=mode, **kwargs)[0]

@@ -1,0 +1,84 @@
+"""Click maps, simulated clicks, extreme points and the crop window."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from carina.interactive.guidance import (
+    corrective_click,
+    deepest_point,
+    extreme_points,
+    gaussian_map,
+)
+from carina.interactive.window import Window
+
+
+def ball(shape: tuple[int, ...], centre: tuple[int, ...], radius: float) -> np.ndarray:
+    grid = np.indices(shape)
+    offsets = grid - np.asarray(centre).reshape((-1,) + (1,) * len(shape))
+    return (offsets**2).sum(0) <= radius**2
+
+
+def test_gaussian_map_peaks_at_the_points_and_ignores_outside() -> None:
+    heatmap = gaussian_map((20, 20, 20), [(5, 5, 5), (15, 12, 3), (40, 0, 0)], sigma=2.0)
+    assert heatmap[5, 5, 5] == pytest.approx(1.0) and heatmap[15, 12, 3] == pytest.approx(1.0)
+    assert heatmap[5, 5, 7] == pytest.approx(np.exp(-4 / 8), rel=1e-5)
+    assert heatmap[0, 19, 19] == 0.0 and heatmap.dtype == np.float32
+
+
+def test_deepest_point_is_the_centre_of_a_ball() -> None:
+    mask = ball((30, 30, 30), (12, 15, 17), 6)
+    assert deepest_point(mask) == (12, 15, 17)
+    rng = np.random.default_rng(0)
+    sampled = deepest_point(mask, rng)
+    assert sampled is not None and mask[sampled]
+    assert deepest_point(np.zeros((4, 4, 4), bool)) is None
+
+
+def test_corrective_click_targets_the_largest_error() -> None:
+    truth = ball((40, 40, 40), (20, 20, 20), 8)
+    prediction = truth.copy()
+    prediction[20:, :, :] = False  # half missed: a foreground click in the missed part
+    click = corrective_click(truth, prediction)
+    assert click is not None and click.foreground and click.point[0] >= 20 and truth[click.point]
+    spurious = truth | ball((40, 40, 40), (5, 5, 5), 4)
+    click = corrective_click(truth, spurious)
+    assert (
+        click is not None
+        and not click.foreground
+        and spurious[click.point]
+        and not truth[click.point]
+    )
+    assert corrective_click(truth, truth) is None
+
+
+def test_extreme_points_touch_each_side() -> None:
+    mask = np.zeros((10, 12, 14), bool)
+    mask[2:7, 3:9, 4:11] = True
+    points = extreme_points(mask)
+    assert len(points) == 6
+    assert points[0][0] == 2 and points[1][0] == 6
+    assert points[2][1] == 3 and points[3][1] == 8
+    assert points[4][2] == 4 and points[5][2] == 10
+
+
+def test_window_extracts_resizes_and_pastes_back() -> None:
+    image = torch.arange(20 * 20 * 20, dtype=torch.float32).reshape(1, 20, 20, 20)
+    window = Window.around(
+        [5, 5, 5], [9, 9, 9], roi=(8, 8, 8), margin=[0, 0, 0], min_size=(8, 8, 8)
+    )
+    assert window.size == (8, 8, 8) and window.start == (3, 3, 3)
+    crop = window.extract(image)
+    assert torch.equal(crop, image[:, 3:11, 3:11, 3:11])
+    pasted = window.paste(torch.ones(1, 8, 8, 8), (20, 20, 20))
+    assert pasted.sum() == 512 and pasted[0, 3, 3, 3] == 1 and pasted[0, 2, 3, 3] == 0
+    edge = Window.around([0, 0, 0], [2, 2, 2], roi=(8, 8, 8), margin=[0, 0, 0], min_size=(8, 8, 8))
+    assert edge.start == (-3, -3, -3) and edge.clipped((20, 20, 20)) == [[0, 5]] * 3
+    assert edge.extract(image)[0, 0, 0, 0] == 0.0  # outside the image: zeros
+    big = Window.around([0, 0, 0], [16, 16, 16], roi=(8, 8, 8), margin=[0, 0, 0])
+    assert big.extract(image).shape == (1, 8, 8, 8)
+    np.testing.assert_allclose(
+        big.to_roi([[0.5, 0.5, 0.5], [15.5, 15.5, 15.5]]), [[0, 0, 0], [7.5, 7.5, 7.5]]
+    )
