@@ -92,6 +92,7 @@ def pack_archive(source: str | Path, target: str | Path, *, with_checkpoint: boo
     ArchiveLayout(root).kind()
     write_manifest(root, with_checkpoint=with_checkpoint)
     target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as out:
         for relative in [*archive_files(root, with_checkpoint=with_checkpoint), Path(MANIFEST)]:
             out.write(root / relative, relative.as_posix())

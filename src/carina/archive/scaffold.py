@@ -160,7 +160,7 @@ def _segmentation(
 
 
 def _interactive_data(
-    roi: list[int], crop: dict[str, Any], guidance: dict[str, Any], *, train: bool
+    roi: list[int], crop: dict[str, Any], guidance: dict[str, Any], *, train: bool, lr_axis: int
 ) -> list[Any]:
     keys = ["image", "label"]
     items: list[Any] = [
@@ -172,39 +172,48 @@ def _interactive_data(
         items.append(
             {"_target_": "carina.interactive.StructureSliced", "keys": keys, "random": train}
         )
+    if train:  # before the crop, which places the simulated input on the flipped structure
+        flip_axis = lr_axis if len(roi) == 3 else min(lr_axis, 1)
+        items.append(
+            {"_target_": "RandFlipd", "keys": keys, "prob": 0.5, "spatial_axis": flip_axis}
+        )
     items.append(crop)
     items.append({"_target_": "NormalizeIntensityd", "keys": "image"})
-    if train:
-        items.append({"_target_": "RandAxisFlipd", "keys": keys, "prob": 0.5})
     items.append(guidance)
     return items
 
 
 def _deepgrow(datasets: list[str], dimensions: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    roi = [48, 48, 48] if dimensions == 3 else [96, 96]
-    sigma, margin = 2.0, 6
+    roi = [64, 64, 64] if dimensions == 3 else [96, 96]
+    sigma, margin, window = 2.0, 6, 112.0 if dimensions == 3 else 144.0
 
     def crop(train: bool) -> dict[str, Any]:
         return {
             "_target_": "carina.interactive.InteractionCropd",
-            "keys": ["image", "label"], "roi": roi, "mode": "deepgrow",
-            "margin": margin, "jitter": margin if train else 0,
+            "keys": ["image", "label"], "roi": roi, "mode": "deepgrow", "window": window,
+            "jitter": 4 if train else 0, "random": train,
         }  # fmt: skip
 
     def guidance(train: bool) -> dict[str, Any]:
-        return {"_target_": "carina.interactive.AddClickGuidanced", "sigma": sigma, "random": train}
+        return {"_target_": "carina.interactive.AddGuidanced", "sigma": sigma, "mode": "clicks"}
 
     train = {
-        **_schedule(epochs=10, learning_rate=0.002, batch_size=2),
+        **_schedule(epochs=24, learning_rate=0.01, batch_size=2),
         "task": "deepgrow",
         "per_structure": True,
         "dataset": {"name": "@DATASET"},
-        "network_def": _unet(dimensions, 3, 1, [16, 32, 64, 128]),
+        "network_def": _unet(
+            dimensions, 3, 1, [8, 16, 32, 64] if dimensions == 3 else [16, 32, 64, 128]
+        ),
         "loss": {"_target_": "DiceCELoss", "sigmoid": True},
         "optimizer": _ADAM,
         "lr_scheduler": _POLY,
-        "train_preprocessing": _interactive_data(roi, crop(True), guidance(True), train=True),
-        "val_preprocessing": _interactive_data(roi, crop(False), guidance(False), train=False),
+        "train_preprocessing": _interactive_data(
+            roi, crop(True), guidance(True), train=True, lr_axis=_lr_axis(datasets)
+        ),
+        "val_preprocessing": _interactive_data(
+            roi, crop(False), guidance(False), train=False, lr_axis=_lr_axis(datasets)
+        ),
         "val_inferer": {"_target_": "SimpleInferer"},
         "iteration_update": {
             "_target_": "carina.interactive.ClickSimulation",
@@ -220,6 +229,7 @@ def _deepgrow(datasets: list[str], dimensions: int) -> tuple[dict[str, Any], dic
         "deepgrow": f"{dimensions}D",
         "roi": roi,
         "sigma": sigma,
+        "window": window,
         "margin": margin,
         "preprocessing": [{"_target_": "NormalizeIntensityd", "keys": "image"}],
     }
@@ -236,9 +246,9 @@ def _annotation(datasets: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
             "padding": padding, "perturb": 2 if train else 0,
         }  # fmt: skip
 
-    heatmap = {"_target_": "carina.interactive.AddPointsHeatmapd", "sigma": sigma}
+    heatmap = {"_target_": "carina.interactive.AddGuidanced", "sigma": sigma, "mode": "heatmap"}
     train = {
-        **_schedule(epochs=10, learning_rate=0.002, batch_size=2),
+        **_schedule(epochs=16, learning_rate=0.01, batch_size=2),
         "task": "annotation",
         "per_structure": True,
         "dataset": {"name": "@DATASET"},
@@ -246,8 +256,12 @@ def _annotation(datasets: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         "loss": {"_target_": "DiceCELoss", "sigmoid": True},
         "optimizer": _ADAM,
         "lr_scheduler": _POLY,
-        "train_preprocessing": _interactive_data(roi, crop(True), heatmap, train=True),
-        "val_preprocessing": _interactive_data(roi, crop(False), heatmap, train=False),
+        "train_preprocessing": _interactive_data(
+            roi, crop(True), heatmap, train=True, lr_axis=_lr_axis(datasets)
+        ),
+        "val_preprocessing": _interactive_data(
+            roi, crop(False), heatmap, train=False, lr_axis=_lr_axis(datasets)
+        ),
         "val_inferer": {"_target_": "SimpleInferer"},
     }
     serving = {
@@ -261,6 +275,14 @@ def _annotation(datasets: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         "preprocessing": [{"_target_": "NormalizeIntensityd", "keys": "image"}],
     }
     return train, serving
+
+
+def _lr_axis(datasets: list[str]) -> int:
+    """The left-right axis shared by the datasets (flips along it are anatomical)."""
+    axes = {_LR_AXIS.get(name.removesuffix("_vertebra"), 0) for name in datasets}
+    if len(axes) != 1:
+        raise ConfigError("--dataset", ",".join(datasets), "the datasets' left-right axes differ")
+    return axes.pop()
 
 
 def _schedule(*, epochs: int, learning_rate: float, batch_size: int = 1) -> dict[str, Any]:

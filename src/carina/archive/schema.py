@@ -108,6 +108,7 @@ class ServingConfig(_Strict):
     sigma: float | None = None
     padding: float | None = None
     margin: int | None = None
+    window: float | None = None
     deepgrow: Literal["2D", "3D"] | None = None
     meta_data: dict[str, Any] = Field(default_factory=dict)
 

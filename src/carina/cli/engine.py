@@ -45,7 +45,7 @@ def train(
     from carina.settings import Settings
 
     opened = Archive.open(archive, overrides=dict(parse_override(s) for s in set_))
-    with _TrainingDisplay() as display:
+    with TrainingDisplay() as display:
         options = TrainOptions(
             dataset=dataset,
             data_dir=Settings().data_dir,
@@ -151,10 +151,10 @@ def _without_launch_options(arguments: list[str]) -> list[str]:
     return out
 
 
-class _TrainingDisplay:
+class TrainingDisplay:
     """A rich progress bar for training: epoch, step, loss, validation Dice, ETA."""
 
-    def __enter__(self) -> _TrainingDisplay:
+    def __enter__(self) -> TrainingDisplay:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(

@@ -15,6 +15,7 @@ from carina.cli import data as data_commands
 from carina.cli import engine as engine_commands
 from carina.cli import images as image_commands
 from carina.cli import info as info_commands
+from carina.cli import zoo as zoo_commands
 from carina.cli.console import err_console
 from carina.errors import CarinaError
 
@@ -29,6 +30,7 @@ app.command("info")(info_commands.info)
 app.command("convert")(image_commands.convert)
 app.add_typer(data_commands.app, name="data")
 app.add_typer(archive_commands.app, name="archive")
+app.add_typer(zoo_commands.app, name="zoo")
 app.command("train")(engine_commands.train)
 app.command("validate")(engine_commands.validate)
 app.command("infer")(engine_commands.infer)

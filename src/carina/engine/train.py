@@ -109,8 +109,11 @@ def train_archive(archive: Archive, options: TrainOptions | None = None) -> Trai
     context = DistributedContext.from_environment()
     context.start()
     try:
+        seed = archive.train_config().settings.seed
+        set_determinism(seed=seed)  # before the network is built: same initial weights every run
         parts = _build(archive, options)
-        set_determinism(seed=parts.config.settings.seed + context.rank)
+        if context.enabled:
+            set_determinism(seed=seed + context.rank)  # each rank draws its own augmentations
         return _run(archive, parts, options, context)
     finally:
         set_determinism(seed=None)

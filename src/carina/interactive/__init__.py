@@ -7,16 +7,14 @@ iteration (:class:`~carina.interactive.simulation.ClickSimulation`); inference i
 
 from carina.interactive.simulation import ClickSimulation
 from carina.interactive.transforms import (
-    AddClickGuidanced,
-    AddPointsHeatmapd,
+    AddGuidanced,
     InteractionCropd,
     SelectLabeld,
     StructureSliced,
 )
 
 __all__ = [
-    "AddClickGuidanced",
-    "AddPointsHeatmapd",
+    "AddGuidanced",
     "ClickSimulation",
     "InteractionCropd",
     "SelectLabeld",

@@ -19,6 +19,7 @@ from carina.archive import Archive, ModelType, ServingConfig
 from carina.engine.network import load_network, pick_device
 from carina.errors import GuidanceError
 from carina.interactive.guidance import gaussian_map
+from carina.interactive.transforms import deepgrow_window
 from carina.interactive.window import Window
 from carina.io import Volume
 
@@ -90,10 +91,13 @@ class InteractivePredictor:
         background: Points = (),
         *,
         current_point: Sequence[int] | None = None,
+        spatial_size: Sequence[int] | None = None,
     ) -> InteractiveResult:
         """Segment the structure the foreground clicks are in; background clicks exclude.
 
-        A 2D model segments only slice ``current_point[2]`` (else the first foreground click's).
+        The model looks at a window centred on the foreground clicks: a cube of the model's
+        ``window`` millimetres, or ``spatial_size`` voxels when given. A 2D model segments only
+        slice ``current_point[2]`` (else the last foreground click's).
 
         Raises:
             GuidanceError: no foreground click, or a click outside the image.
@@ -102,7 +106,7 @@ class InteractivePredictor:
         bg = _checked(background, volume.shape, "background", minimum=0)
         image = torch.as_tensor(np.asarray(volume.array, dtype=np.float32))[None]
         if self.is_2d:
-            k = int(current_point[2]) if current_point is not None else int(fg[0][2])
+            k = int(current_point[2]) if current_point is not None else int(fg[-1][2])
             if not 0 <= k < volume.shape[2]:
                 raise GuidanceError(f"current_point slice {k} is outside the image")
             fg = [p for p in fg if p[2] == k]
@@ -110,14 +114,15 @@ class InteractivePredictor:
             if not fg:
                 raise GuidanceError(f"no foreground click on slice {k}")
             plane = image[..., k]
+            size = list(spatial_size)[:2] if spatial_size is not None else None
             result, window, timings = self._run_deepgrow(
-                plane, [p[:2] for p in fg], [p[:2] for p in bg]
+                plane, [p[:2] for p in fg], [p[:2] for p in bg], volume.spacing[:2], size
             )
             mask = np.zeros(volume.shape, dtype=np.uint8)
             mask[:, :, k] = result
             crop = [*window.clipped(volume.shape[:2]), [k, k + 1]]
             return InteractiveResult(volume.with_array(mask), crop, timings)
-        result, window, timings = self._run_deepgrow(image, fg, bg)
+        result, window, timings = self._run_deepgrow(image, fg, bg, volume.spacing, spatial_size)
         return InteractiveResult(volume.with_array(result), window.clipped(volume.shape), timings)
 
     def dextr3d(self, volume: Volume, points: Points) -> InteractiveResult:
@@ -137,12 +142,20 @@ class InteractivePredictor:
         return InteractiveResult(volume.with_array(mask), window.clipped(volume.shape), timings)
 
     def _run_deepgrow(
-        self, image: torch.Tensor, fg: list[tuple[int, ...]], bg: list[tuple[int, ...]]
+        self,
+        image: torch.Tensor,
+        fg: list[tuple[int, ...]],
+        bg: list[tuple[int, ...]],
+        spacing: Sequence[float],
+        size: Sequence[int] | None,
     ) -> tuple[np.ndarray[Any, Any], Window, dict[str, float]]:
-        array = np.asarray(fg, dtype=np.float64)
-        margin = [float(self.settings.margin or 8)] * len(self.roi)
-        window = Window.around(
-            array.min(0), array.max(0) + 1, self.roi, margin=margin, min_size=self.roi
+        window = deepgrow_window(
+            np.asarray(fg, dtype=np.float64),
+            self.roi,
+            window_mm=self.settings.window or 128.0,
+            spacing=np.asarray(spacing, dtype=np.float64),
+            margin=float(self.settings.margin or 8),
+            size=size,
         )
         guidance = [
             gaussian_map(self.roi, window.to_roi(fg), self.sigma),
@@ -160,7 +173,9 @@ class InteractivePredictor:
     ) -> tuple[np.ndarray[Any, Any], dict[str, float]]:
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        crop = self.preprocessing({"image": window.extract(image)})["image"]
+        crop = self.preprocessing({"image": window.extract(image, fill=float(image.min()))})[
+            "image"
+        ]
         channels = [
             torch.as_tensor(crop).float()[:1],
             *(torch.from_numpy(g)[None] for g in guidance),

@@ -3,8 +3,8 @@
 The pipeline for one structure of one image: ``SelectLabeld`` (binary mask of one label value) ->
 ``EnsureChannelFirstd`` -> ``InteractionCropd`` (a window around the structure, or around its
 extreme points plus padding in mm, resized to the ROI) -> intensity normalisation ->
-``AddClickGuidanced`` (DeepGrow: foreground and background click channels) or
-``AddPointsHeatmapd`` (DExtr3D: one heat-map channel of the extreme points).
+``AddGuidanced`` (DeepGrow: foreground and background click channels; DExtr3D: one
+heat-map channel of the extreme points).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _spacing(image: Any) -> np.ndarray[Any, Any]:
     ndim = image.ndim - 1
     if affine is None:
         return np.ones(ndim)
-    matrix = np.asarray(affine, dtype=np.float64)[:ndim, :ndim]
+    matrix = np.asarray(affine, dtype=np.float64)[:3, :ndim]
     spacing: np.ndarray[Any, Any] = np.linalg.norm(matrix, axis=0)
     return spacing
 
@@ -55,31 +55,35 @@ class SelectLabeld(MapTransform):
 
 
 class InteractionCropd(Randomizable, MapTransform):
-    """Crops image and label to the window an interactive model sees, resized to ``roi``.
+    """Crops image and label to the window an interactive model sees, resized to ``roi``, and
+    leaves the user input that window answers, in ROI coordinates, under ``points``.
 
     Args:
         keys: the image (first) and label keys.
         label_key: the binary structure mask (channel first).
         roi: the network's input size.
-        mode: ``"deepgrow"`` (the structure's box plus ``margin`` voxels, at least the ROI) or
-            ``"extreme"`` (the box of the 6 extreme points plus ``padding`` mm; the points, in ROI
-            coordinates, are stored under ``points``).
-        margin: DeepGrow margin in voxels.
+        mode: ``"deepgrow"``: a cube of ``window`` millimetres centred on a simulated click inside
+            the structure (``points`` = that click), as inference centres it on the user's click;
+            ``"extreme"``: the box of the 6 extreme points plus ``padding`` millimetres
+            (``points`` = the 6 points).
+        window: DeepGrow window edge in millimetres.
         padding: DExtr3D padding in millimetres (converted per axis with the spacing).
         jitter: random shift of the window centre, in voxels (training).
         perturb: random displacement of each extreme point, in voxels (training).
+        random: a random deep voxel as the click (training) instead of the deepest one.
     """
 
     def __init__(
         self,
         keys: KeysCollection,
         label_key: str = "label",
-        roi: Sequence[int] = (64, 64, 64),
+        roi: Sequence[int] = (48, 48, 48),
         mode: str = "deepgrow",
-        margin: int = 8,
-        padding: float = 20.0,
+        window: float = 128.0,
+        padding: float = 10.0,
         jitter: int = 0,
         perturb: int = 0,
+        random: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys)
         if mode not in ("deepgrow", "extreme"):
@@ -87,10 +91,11 @@ class InteractionCropd(Randomizable, MapTransform):
         self.label_key = label_key
         self.roi = tuple(int(v) for v in roi)
         self.mode = mode
-        self.margin = margin
+        self.window = window
         self.padding = padding
         self.jitter = jitter
         self.perturb = perturb
+        self.random = random
 
     def randomize(self, data: Any = None) -> None:
         """Nothing to draw ahead: the window is sampled in ``__call__``."""
@@ -101,82 +106,90 @@ class InteractionCropd(Randomizable, MapTransform):
         ndim = label.ndim
         if not label.any():
             raise ValueError("the structure mask is empty")
-        shift = self.R.uniform(-self.jitter, self.jitter, ndim) if self.jitter else None
+        spacing = _spacing(out[self.label_key])
         if self.mode == "deepgrow":
-            coords = np.argwhere(label)
-            window = Window.around(
-                coords.min(0), coords.max(0) + 1, self.roi,
-                margin=[self.margin] * ndim, min_size=self.roi, shift=shift,
-            )  # fmt: skip
+            rng = np.random.default_rng(self.R.randint(2**31)) if self.random else None
+            click = np.asarray(deepest_point(label, rng), dtype=np.float64)
+            shift = self.R.uniform(-self.jitter, self.jitter, ndim) if self.jitter else None
+            window = deepgrow_window(
+                click[None], self.roi, window_mm=self.window, spacing=spacing, shift=shift
+            )
+            points = click[None]
         else:
             points = np.asarray(extreme_points(label), dtype=np.float64)
             if self.perturb:
                 points += self.R.randint(-self.perturb, self.perturb + 1, points.shape)
                 points = np.clip(points, 0, np.asarray(label.shape) - 1)
-            pad = self.padding / _spacing(out[self.label_key])
-            window = Window.around(points.min(0), points.max(0) + 1, self.roi, margin=pad)
-            out[POINTS_KEY] = window.to_roi(points).astype(np.float32)
+            window = Window.around(
+                points.min(0), points.max(0) + 1, self.roi, margin=self.padding / spacing
+            )
+        out[POINTS_KEY] = window.to_roi(points).astype(np.float32)
         first = True
         for key in self.key_iterator(out):
             tensor = torch.as_tensor(np.asarray(out[key]))
-            mode = "trilinear" if first else "nearest"
-            cropped = window.extract(tensor, mode=mode)
+            if first:
+                cropped = window.extract(tensor, mode="trilinear", fill=float(tensor.min()))
+            else:
+                cropped = window.extract(tensor, mode="nearest")
             out[key] = cropped if first else (cropped > 0.5).to(torch.float32)
             first = False
         return out
 
 
-class AddClickGuidanced(Randomizable, MapTransform):
-    """Appends DeepGrow's two guidance channels: a foreground click inside the label, no
-    background click. ``random``: a random deep voxel (training) instead of the deepest."""
+def deepgrow_window(
+    clicks: np.ndarray[Any, Any],
+    roi: Sequence[int],
+    *,
+    window_mm: float,
+    spacing: np.ndarray[Any, Any],
+    margin: float = 0.0,
+    shift: np.ndarray[Any, Any] | None = None,
+    size: Sequence[int] | None = None,
+) -> Window:
+    """The DeepGrow window: a cube of ``window_mm`` (or ``size`` voxels) centred on the clicks'
+    box, grown to hold that box plus ``margin`` voxels."""
+    minimum = np.asarray(size, np.float64) if size is not None else window_mm / spacing
+    return Window.around(
+        clicks.min(0),
+        clicks.max(0) + 1,
+        roi,
+        margin=[margin] * len(roi),
+        min_size=minimum,
+        shift=shift,
+    )
+
+
+class AddGuidanced(MapTransform):
+    """Appends the guidance channels of the points under ``points_key`` (ROI coordinates).
+
+    ``mode="clicks"``: DeepGrow's foreground and background channels (the points are foreground
+    clicks; no background click yet). ``mode="heatmap"``: DExtr3D's one heat-map channel.
+    """
 
     def __init__(
         self,
         image_key: str = "image",
-        label_key: str = "label",
+        points_key: str = POINTS_KEY,
         sigma: float = 2.0,
-        random: bool = True,
-    ) -> None:
-        MapTransform.__init__(self, [image_key])
-        self.image_key = image_key
-        self.label_key = label_key
-        self.sigma = sigma
-        self.random = random
-
-    def randomize(self, data: Any = None) -> None:
-        """Nothing to draw ahead: the click is sampled in ``__call__``."""
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        out = dict(data)
-        image = torch.as_tensor(out[self.image_key]).float()
-        label = np.asarray(out[self.label_key])[0] > 0
-        rng = np.random.default_rng(self.R.randint(2**31)) if self.random else None
-        point = deepest_point(label, rng)
-        spatial = image.shape[1:]
-        foreground = gaussian_map(spatial, [point] if point is not None else [], self.sigma)
-        background = np.zeros(spatial, dtype=np.float32)
-        guidance = torch.from_numpy(np.stack([foreground, background]))
-        out[self.image_key] = torch.cat([image[:1], guidance], dim=0)
-        return out
-
-
-class AddPointsHeatmapd(MapTransform):
-    """Appends DExtr3D's heat-map channel of the points under ``points_key`` (ROI coordinates)."""
-
-    def __init__(
-        self, image_key: str = "image", points_key: str = POINTS_KEY, sigma: float = 3.0
+        mode: str = "clicks",
     ) -> None:
         super().__init__([image_key])
+        if mode not in ("clicks", "heatmap"):
+            raise ValueError(f"mode must be 'clicks' or 'heatmap', not {mode!r}")
         self.image_key = image_key
         self.points_key = points_key
         self.sigma = sigma
+        self.mode = mode
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         out = dict(data)
         image = torch.as_tensor(out[self.image_key]).float()
         points = np.asarray(out.pop(self.points_key))
-        heatmap = gaussian_map(image.shape[1:], points, self.sigma)
-        out[self.image_key] = torch.cat([image[:1], torch.from_numpy(heatmap)[None]], dim=0)
+        maps = [gaussian_map(image.shape[1:], points, self.sigma)]
+        if self.mode == "clicks":
+            maps.append(np.zeros(image.shape[1:], dtype=np.float32))
+        guidance = torch.from_numpy(np.stack(maps))
+        out[self.image_key] = torch.cat([image[:1], guidance], dim=0)
         return out
 
 

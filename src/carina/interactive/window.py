@@ -34,8 +34,8 @@ class Window:
         roi: Sequence[int],
         *,
         margin: npt.ArrayLike,
-        min_size: Sequence[int] | None = None,
-        shift: Sequence[float] | None = None,
+        min_size: npt.ArrayLike | None = None,
+        shift: npt.ArrayLike | None = None,
     ) -> Window:
         """The box ``[low, high)`` grown by ``margin`` on each side, at least ``min_size``.
 
@@ -69,15 +69,20 @@ class Window:
         mapped: npt.NDArray[np.float64] = (array - np.asarray(self.start) + 0.5) * self.scale - 0.5
         return mapped
 
-    def extract(self, array: torch.Tensor, *, mode: str = "trilinear") -> torch.Tensor:
-        """The window of a channel-first array ``(C, *spatial)``, resized to ``(C, *roi)``."""
+    def extract(
+        self, array: torch.Tensor, *, mode: str = "trilinear", fill: float = 0.0
+    ) -> torch.Tensor:
+        """The window of a channel-first array ``(C, *spatial)``, resized to ``(C, *roi)``.
+
+        Where the window leaves the image it holds ``fill`` (an image's minimum, e.g. air in CT).
+        """
         spatial = array.shape[1:]
         source, target = [], []
         for start, size, length in zip(self.start, self.size, spatial, strict=True):
             low, high = max(start, 0), min(start + size, length)
             source.append(slice(low, max(high, low)))
             target.append(slice(low - start, low - start + max(high - low, 0)))
-        box = array.new_zeros((array.shape[0], *self.size), dtype=torch.float32)
+        box = array.new_full((array.shape[0], *self.size), fill, dtype=torch.float32)
         box[(slice(None), *target)] = array[(slice(None), *source)].float()
         if tuple(self.size) == tuple(self.roi):
             return box

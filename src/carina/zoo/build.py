@@ -1,0 +1,133 @@
+"""``carina zoo build NAME``: train a zoo archive from its example config and the shipped data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from carina.archive import Archive, write_manifest
+from carina.archive.pack import archive_files, sha256_file
+from carina.engine.evaluate import validate_archive
+from carina.engine.train import TrainOptions, train_archive
+from carina.errors import ArchiveError
+from carina.zoo.index import ARCHIVES, ZooEntry, load_index, save_index, zoo_archive_path
+
+#: The example archives, when Carina runs from a clone.
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "archives"
+
+
+@dataclass
+class BuildResult:
+    """The built archive and its metric."""
+
+    path: Path
+    metrics: dict[str, Any]
+    entry: ZooEntry
+
+
+def build_source(name: str) -> Path:
+    """The config to build from: the example archive in a clone, else the shipped archive's own.
+
+    Raises:
+        ArchiveError: neither exists.
+    """
+    for candidate in (EXAMPLES / name, zoo_archive_path(name)):
+        if (candidate / "config" / "config_train.json").is_file():
+            return candidate
+    raise ArchiveError(f"no example config to build {name!r} from")
+
+
+def build_archive(
+    name: str,
+    *,
+    output: Path | None = None,
+    data_dir: Path,
+    overrides: dict[str, Any] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> BuildResult:
+    """Train ``name`` from its example config, validate it, and write a zoo archive.
+
+    The archive (configs, docs, ``models/model.pt``, ``eval/metrics.json``, ``manifest.json``) goes
+    to ``output`` (default: the package's zoo folder, whose index is then updated).
+
+    Raises:
+        ArchiveError, ConfigError: no config, or training problems.
+    """
+    source = build_source(name)
+    target = output or zoo_archive_path(name)
+    with tempfile.TemporaryDirectory(prefix=f"carina-build-{name}-") as tmp:
+        work = Path(tmp) / name
+        shutil.copytree(
+            source,
+            work,
+            ignore=shutil.ignore_patterns("models", "eval", "logs", ".cache", "manifest.json"),
+        )
+        archive = Archive.open(work, overrides=overrides)
+        train_archive(archive, TrainOptions(data_dir=data_dir, progress=progress))
+        validate_archive(Archive.open(work), data_dir=data_dir)
+        _write_metrics_section(work / "docs" / "README.md", work / "eval" / "metrics.json")
+        (work / "models" / "checkpoint_last.pt").unlink(missing_ok=True)
+        shutil.rmtree(work / "logs", ignore_errors=True)
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(work, target)
+    write_manifest(target)
+    serving = Archive.open(target).serving_config().settings
+    metrics = json.loads((target / "eval" / "metrics.json").read_text())
+    entry = ZooEntry(
+        name=name,
+        version=serving.version,
+        type=serving.type,
+        labels=serving.labels,
+        description=serving.description,
+        sha256=sha256_file(target / "manifest.json"),
+        size=sum((target / f).stat().st_size for f in archive_files(target))
+        + (target / "manifest.json").stat().st_size,
+        metrics={
+            "mean_dice": metrics["mean_dice"],
+            "per_label": metrics["per_label"],
+            "split": metrics["split"],
+        },
+        source=f"carina zoo build {name} (examples/archives/{name}; data {metrics['dataset']})",
+    )
+    if target.parent == ARCHIVES:
+        entries = load_index()
+        entries[name] = entry
+        save_index(entries)
+    return BuildResult(target, metrics, entry)
+
+
+_BEGIN = "<!-- metrics: written by carina zoo build -->"
+_END = "<!-- /metrics -->"
+
+
+def _write_metrics_section(readme: Path, metrics_path: Path) -> None:
+    """Put the measured metrics between the README's markers (left alone without markers)."""
+    if not readme.is_file():
+        return
+    text = readme.read_text()
+    if _BEGIN not in text or _END not in text:
+        return
+    metrics = json.loads(metrics_path.read_text())
+    rows = [f"| {name} | {score:.3f} |" for name, score in metrics["per_label"].items()]
+    table = "\n".join(
+        [
+            "| structure | Dice |",
+            "|---|---|",
+            *rows,
+            f"| **mean** | **{metrics['mean_dice']:.3f}** |",
+            "",
+            f"Split `{metrics['split']}` of `{metrics['dataset']}`; carina "
+            f"{metrics['carina_version']}, torch {metrics['torch_version']}, MONAI "
+            f"{metrics['monai_version']}, seed "
+            f"{metrics['seed']}, {metrics['created'][:10]}.",
+        ]
+    )
+    start = text.index(_BEGIN) + len(_BEGIN)
+    readme.write_text(text[:start] + "\n" + table + "\n" + text[text.index(_END) :])
