@@ -21,7 +21,8 @@ def list_data(
     from carina.data import DATASETS, SAMPLES, sample_available
 
     table = Table(title="datasets")
-    for column in ("name", "modality", "labels", "installed", "description"):
+    table.add_column("name", no_wrap=True)
+    for column in ("modality", "labels", "installed", "description"):
         table.add_column(column)
     for spec in DATASETS.values():
         labels = ", ".join(f"{v} {n}" for v, n in spec.labels.items())
@@ -29,7 +30,8 @@ def list_data(
     console.print(table)
     if samples:
         files = Table(title="sample files")
-        for column in ("name", "package", "installed", "description"):
+        files.add_column("name", no_wrap=True)
+        for column in ("package", "installed", "description"):
             files.add_column(column)
         for sample in SAMPLES.values():
             available = sample_available(sample.name)

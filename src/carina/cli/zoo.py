@@ -14,24 +14,17 @@ app = typer.Typer(help="Pretrained archives: list, install, verify, build.", no_
 @app.command("list")
 def list_zoo() -> None:
     """List the zoo's archives with their type, labels and held-out metric."""
-    from rich.table import Table
-
     from carina.zoo import load_index
 
-    table = Table(title="zoo")
-    for column in ("name", "type", "labels", "mean Dice", "size", "description"):
-        table.add_column(column)
     for entry in load_index().values():
         dice = entry.metrics.get("mean_dice")
-        table.add_row(
-            entry.name,
-            entry.type.value,
-            ", ".join(entry.labels) or "-",
-            f"{dice:.3f}" if isinstance(dice, float) else "-",
-            f"{entry.size / 1e6:.1f} MB",
-            entry.description,
+        score = f"held-out mean Dice {dice:.3f}" if isinstance(dice, float) else "no metric"
+        console.print(
+            f"[bold]{entry.name}[/]  {entry.type.value}  {score}  {entry.size / 1e6:.1f} MB",
+            highlight=False,
         )
-    console.print(table)
+        console.print(f"  labels: {', '.join(entry.labels) or '(any structure)'}", highlight=False)
+        console.print(f"  {entry.description}", highlight=False)
 
 
 @app.command("install")

@@ -1,0 +1,95 @@
+"""Acceptance of the interactive zoo archives on the held-out halves, which training never saw.
+
+Skipped, with the reason shown, while ``deepgrow_3d`` and ``annotation_dextr3d`` are not built yet:
+their recipes train and serve (tests/interactive), but on 2 CPU cores they do not yet reach the
+targets below; issue 4 stays open until they do.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from carina.archive import Archive
+from carina.data import ensure_dataset
+from carina.interactive.guidance import corrective_click, deepest_point, extreme_points
+from carina.interactive.predict import InteractivePredictor
+from carina.io import Volume, load_volume
+from carina.zoo import install_archive, load_index
+
+REQUIRED = ("deepgrow_3d", "annotation_dextr3d")
+pytestmark = pytest.mark.skipif(
+    not set(REQUIRED) <= set(load_index()), reason="deepgrow_3d / annotation_dextr3d not built yet"
+)
+
+#: Vertebra label values of the held-out halves (discs excluded).
+VERTEBRAE = {"spine_ct": (1, 2, 3), "spine_mr": (1, 2, 3)}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("datasets")
+    for name in ("spine_ct", "spine_mr"):
+        ensure_dataset(name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("workspace")
+    for name in REQUIRED:
+        install_archive(name, folder)
+    return folder
+
+
+def heldout(data_dir: Path, dataset: str) -> tuple[Volume, np.ndarray]:
+    image = load_volume(data_dir / dataset / "imagesTr" / f"{dataset}_heldout.nii.gz")
+    labels = np.asarray(
+        load_volume(data_dir / dataset / "labelsTr" / f"{dataset}_heldout.nii.gz").array
+    )
+    return image, labels
+
+
+def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    return float(2 * (prediction & truth).sum() / (prediction.sum() + truth.sum()))
+
+
+@pytest.mark.parametrize("dataset", ["spine_ct", "spine_mr"])
+def test_deepgrow_one_click_then_corrections(workspace: Path, data_dir: Path, dataset: str) -> None:
+    predictor = InteractivePredictor.from_archive(
+        Archive.open(workspace / "models" / "deepgrow_3d")
+    )
+    image, labels = heldout(data_dir, dataset)
+    rng = np.random.default_rng(0)
+    rounds: list[list[float]] = [[] for _ in range(4)]
+    for value in VERTEBRAE[dataset]:
+        truth = labels == value
+        click = deepest_point(truth)
+        assert click is not None
+        foreground, background = [click], []
+        for round_ in range(4):
+            mask = predictor.deepgrow(image, foreground, background).volume.array > 0
+            rounds[round_].append(dice(mask, truth))
+            correction = corrective_click(truth, mask, rng)
+            if correction is not None:
+                (foreground if correction.foreground else background).append(correction.point)
+        assert rounds[0][-1] >= 0.75, (
+            f"{dataset} label {value}: one click gives {rounds[0][-1]:.3f}"
+        )
+    means = [float(np.mean(r)) for r in rounds]
+    assert all(later >= earlier - 1e-9 for earlier, later in itertools.pairwise(means)), means
+
+
+@pytest.mark.parametrize("dataset", ["spine_ct", "spine_mr"])
+def test_dextr3d_from_the_six_extreme_points(workspace: Path, data_dir: Path, dataset: str) -> None:
+    predictor = InteractivePredictor.from_archive(
+        Archive.open(workspace / "models" / "annotation_dextr3d")
+    )
+    image, labels = heldout(data_dir, dataset)
+    for value in VERTEBRAE[dataset]:
+        truth = labels == value
+        mask = predictor.dextr3d(image, extreme_points(truth)).volume.array > 0
+        assert dice(mask, truth) >= 0.85, f"{dataset} label {value}: {dice(mask, truth):.3f}"

@@ -1,0 +1,98 @@
+"""Acceptance of the shipped segmentation archives on the held-out halves, and zoo builds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from carina.archive import Archive
+from carina.data import ensure_dataset
+from carina.engine.evaluate import validate_archive
+from carina.io import Volume, load_volume
+from carina.zoo import install_archive
+from carina.zoo.build import build_archive
+
+#: Vertebra label values of the held-out halves (discs excluded).
+VERTEBRAE = {"spine_ct": (1, 2, 3), "spine_mr": (1, 2, 3)}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("datasets")
+    for name in ("spine_ct", "spine_mr", "brain_mr"):
+        ensure_dataset(name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("workspace")
+    for name in ("spine_ct_vertebrae", "brain_mr_tissue"):
+        install_archive(name, folder)
+    return folder
+
+
+def heldout(data_dir: Path, dataset: str) -> tuple[Volume, np.ndarray]:
+    image = load_volume(data_dir / dataset / "imagesTr" / f"{dataset}_heldout.nii.gz")
+    labels = np.asarray(
+        load_volume(data_dir / dataset / "labelsTr" / f"{dataset}_heldout.nii.gz").array
+    )
+    return image, labels
+
+
+def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    return float(2 * (prediction & truth).sum() / (prediction.sum() + truth.sum()))
+
+
+@pytest.mark.parametrize("name", ["spine_ct_vertebrae", "brain_mr_tissue"])
+def test_segmentation_archives_reproduce_their_metrics(
+    workspace: Path, data_dir: Path, name: str
+) -> None:
+    archive = workspace / "models" / name
+    shipped = json.loads((archive / "eval" / "metrics.json").read_text())
+    measured = validate_archive(Archive.open(archive), data_dir=data_dir)
+    assert measured.mean_dice == pytest.approx(shipped["mean_dice"], abs=0.01)
+    for label, score in shipped["per_label"].items():
+        assert measured.per_label[label] == pytest.approx(score, abs=0.01)
+
+
+def test_spine_archive_meets_its_target(workspace: Path) -> None:
+    metrics = json.loads(
+        (workspace / "models" / "spine_ct_vertebrae" / "eval" / "metrics.json").read_text()
+    )
+    assert metrics["mean_dice"] >= 0.80 and metrics["split"] == "validation"
+
+
+def test_zoo_build_is_reproducible(tmp_path: Path, data_dir: Path) -> None:
+    quick = {"epochs": 1, "iterations_per_epoch": 6, "val_interval": 1}
+    first = build_archive(
+        "spine_ct_vertebrae", output=tmp_path / "a", data_dir=data_dir, overrides=quick
+    )
+    second = build_archive(
+        "spine_ct_vertebrae", output=tmp_path / "b", data_dir=data_dir, overrides=quick
+    )
+    assert first.metrics["mean_dice"] == second.metrics["mean_dice"]
+    weights = [
+        torch.load(r.path / "models" / "model.pt", weights_only=True) for r in (first, second)
+    ]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert (first.path / "manifest.json").is_file() and not (
+        first.path / "models" / "checkpoint_last.pt"
+    ).exists()
+
+
+def test_zoo_configs_are_the_example_configs() -> None:
+    from carina.zoo import load_index, zoo_archive_path
+    from carina.zoo.build import EXAMPLES
+
+    for name in load_index():
+        shipped = zoo_archive_path(name) / "config"
+        example = EXAMPLES / name / "config"
+        files = sorted(p.name for p in example.iterdir())
+        assert files == sorted(p.name for p in shipped.iterdir())
+        for file in files:
+            assert (shipped / file).read_text() == (example / file).read_text(), f"{name}/{file}"
