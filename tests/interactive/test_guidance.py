@@ -72,8 +72,9 @@ def test_window_extracts_resizes_and_pastes_back() -> None:
     assert window.size == (8, 8, 8) and window.start == (3, 3, 3)
     crop = window.extract(image)
     assert torch.equal(crop, image[:, 3:11, 3:11, 3:11])
-    pasted = window.paste(torch.ones(1, 8, 8, 8), (20, 20, 20))
-    assert pasted.sum() == 512 and pasted[0, 3, 3, 3] == 1 and pasted[0, 2, 3, 3] == 0
+    pasted = window.paste_mask(torch.ones(8, 8, 8), (20, 20, 20))
+    assert pasted.dtype == np.uint8 and pasted.sum() == 512
+    assert pasted[3, 3, 3] == 1 and pasted[2, 3, 3] == 0
     edge = Window.around([0, 0, 0], [2, 2, 2], roi=(8, 8, 8), margin=[0, 0, 0], min_size=(8, 8, 8))
     assert edge.start == (-3, -3, -3) and edge.clipped((20, 20, 20)) == [[0, 5]] * 3
     assert edge.extract(image)[0, 0, 0, 0] == 0.0  # outside the image: zeros

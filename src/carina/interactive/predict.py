@@ -104,7 +104,7 @@ class InteractivePredictor:
         """
         fg = _checked(foreground, volume.shape, "foreground", minimum=1)
         bg = _checked(background, volume.shape, "background", minimum=0)
-        image = torch.as_tensor(np.asarray(volume.array, dtype=np.float32))[None]
+        image = torch.from_numpy(_native(volume.array))[None]
         if self.is_2d:
             k = int(current_point[2]) if current_point is not None else int(fg[-1][2])
             if not 0 <= k < volume.shape[2]:
@@ -136,7 +136,7 @@ class InteractivePredictor:
         pad_voxels = padding / np.asarray(volume.spacing[: len(self.roi)])
         array = np.asarray(checked, dtype=np.float64)
         window = Window.around(array.min(0), array.max(0) + 1, self.roi, margin=pad_voxels)
-        image = torch.as_tensor(np.asarray(volume.array, dtype=np.float32))[None]
+        image = torch.from_numpy(_native(volume.array))[None]
         guidance = [gaussian_map(self.roi, window.to_roi(checked), self.sigma)]
         mask, timings = self._predict(image, window, guidance, volume.shape)
         return InteractiveResult(volume.with_array(mask), window.clipped(volume.shape), timings)
@@ -173,13 +173,11 @@ class InteractivePredictor:
     ) -> tuple[np.ndarray[Any, Any], dict[str, float]]:
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        crop = self.preprocessing({"image": window.extract(image, fill=float(image.min()))})[
-            "image"
-        ]
-        channels = [
-            torch.as_tensor(crop).float()[:1],
-            *(torch.from_numpy(g)[None] for g in guidance),
-        ]
+        window_image = window.extract(image, fill=None)
+        crop = self.preprocessing({"image": window_image})["image"]
+        if hasattr(crop, "as_tensor"):  # a MONAI MetaTensor: drop the metadata machinery
+            crop = crop.as_tensor()
+        channels = [crop.float()[:1], *(torch.from_numpy(g)[None] for g in guidance)]
         batch = torch.cat(channels, dim=0)[None].to(self.device)
         timings["pre"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -187,10 +185,19 @@ class InteractivePredictor:
             probability = torch.sigmoid(self.network(batch).float())[0].cpu()
         timings["infer"] = time.perf_counter() - start
         start = time.perf_counter()
-        full = window.paste(probability, shape)[0]
-        mask = (full > 0.5).numpy().astype(np.uint8)
+        mask = window.paste_mask(probability[0], shape)
         timings["post"] = time.perf_counter() - start
         return mask, timings
+
+
+def _native(array: Any) -> np.ndarray[Any, Any]:
+    """The voxels as an array torch can hold without converting the whole volume to float."""
+    data = np.asarray(array)
+    if data.dtype in (np.uint16, np.uint32):
+        return data.astype(np.int32)
+    if data.dtype == np.bool_ or not data.flags.writeable:
+        return data.astype(np.uint8 if data.dtype == np.bool_ else data.dtype)
+    return data
 
 
 def _checked(

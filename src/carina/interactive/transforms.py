@@ -128,7 +128,7 @@ class InteractionCropd(Randomizable, MapTransform):
         for key in self.key_iterator(out):
             tensor = torch.as_tensor(np.asarray(out[key]))
             if first:
-                cropped = window.extract(tensor, mode="trilinear", fill=float(tensor.min()))
+                cropped = window.extract(tensor, mode="trilinear", fill=None)
             else:
                 cropped = window.extract(tensor, mode="nearest")
             out[key] = cropped if first else (cropped > 0.5).to(torch.float32)

@@ -1,8 +1,8 @@
 """The region an interactive model looks at: a box in the image, resized to the network's input.
 
 A :class:`Window` maps between the full image and the network's region of interest (ROI): it
-extracts the box (padding with zeros where it leaves the image) and resizes it to the ROI, maps
-points into ROI coordinates, and pastes a prediction back at full resolution.
+extracts the box (padding where it leaves the image) and resizes it to the ROI, maps points into
+ROI coordinates, and pastes a prediction back at full resolution as a mask.
 """
 
 from __future__ import annotations
@@ -70,11 +70,12 @@ class Window:
         return mapped
 
     def extract(
-        self, array: torch.Tensor, *, mode: str = "trilinear", fill: float = 0.0
+        self, array: torch.Tensor, *, mode: str = "trilinear", fill: float | None = 0.0
     ) -> torch.Tensor:
         """The window of a channel-first array ``(C, *spatial)``, resized to ``(C, *roi)``.
 
-        Where the window leaves the image it holds ``fill`` (an image's minimum, e.g. air in CT).
+        Where the window leaves the image it holds ``fill``; None fills with the minimum of what
+        the window holds of the image (for CT, air rather than water).
         """
         spatial = array.shape[1:]
         source, target = [], []
@@ -82,29 +83,34 @@ class Window:
             low, high = max(start, 0), min(start + size, length)
             source.append(slice(low, max(high, low)))
             target.append(slice(low - start, low - start + max(high - low, 0)))
+        inside = array[(slice(None), *source)].float()
+        if fill is None:
+            fill = float(inside.min()) if inside.numel() else 0.0
         box = array.new_full((array.shape[0], *self.size), fill, dtype=torch.float32)
-        box[(slice(None), *target)] = array[(slice(None), *source)].float()
+        box[(slice(None), *target)] = inside
         if tuple(self.size) == tuple(self.roi):
             return box
         return _resize(box, self.roi, mode)
 
-    def paste(
-        self, values: torch.Tensor, shape: Sequence[int], *, mode: str = "trilinear"
-    ) -> torch.Tensor:
-        """A ``(C, *roi)`` array resized back and placed in a zero ``(C, *shape)`` array."""
-        box = (
-            values.float()
-            if tuple(self.size) == tuple(self.roi)
-            else _resize(values, self.size, mode)
-        )
-        out = values.new_zeros((values.shape[0], *shape), dtype=torch.float32)
+    def paste_mask(
+        self, probability: torch.Tensor, shape: Sequence[int], *, threshold: float = 0.5
+    ) -> npt.NDArray[np.uint8]:
+        """A ``roi``-sized probability map, resized back, thresholded, in a zero uint8 ``shape``.
+
+        Only the window is resized and thresholded; the rest of the mask is zeros, so the cost
+        does not grow with the image.
+        """
+        box = probability.float()[None]
+        if tuple(self.size) != tuple(self.roi):
+            box = _resize(box, self.size, "trilinear")
+        mask = np.zeros(tuple(shape), dtype=np.uint8)
         source, target = [], []
         for start, size, length in zip(self.start, self.size, shape, strict=True):
             low, high = max(start, 0), min(start + size, length)
             target.append(slice(low, max(high, low)))
             source.append(slice(low - start, low - start + max(high - low, 0)))
-        out[(slice(None), *target)] = box[(slice(None), *source)]
-        return out
+        mask[tuple(target)] = (box[0][tuple(source)] > threshold).numpy()
+        return mask
 
     def clipped(self, shape: Sequence[int]) -> list[list[int]]:
         """The window's part inside the image as ``[[i0, i1], [j0, j1], ...]`` (half-open)."""
