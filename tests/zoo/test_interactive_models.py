@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 
 from carina.archive import Archive
-from carina.data import ensure_dataset
 from carina.interactive.guidance import corrective_click, deepest_point, extreme_points
 from carina.interactive.predict import InteractivePredictor
-from carina.io import Volume, load_volume
 from carina.zoo import install_archive, load_index
+from tests.zoo.conftest import dice, heldout
 
 REQUIRED = ("deepgrow_3d", "annotation_dextr3d")
 pytestmark = pytest.mark.skipif(
@@ -30,31 +29,11 @@ VERTEBRAE = {"spine_ct": (1, 2, 3), "spine_mr": (1, 2, 3)}
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("datasets")
-    for name in ("spine_ct", "spine_mr"):
-        ensure_dataset(name, folder / name)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("workspace")
     for name in REQUIRED:
         install_archive(name, folder)
     return folder
-
-
-def heldout(data_dir: Path, dataset: str) -> tuple[Volume, np.ndarray]:
-    image = load_volume(data_dir / dataset / "imagesTr" / f"{dataset}_heldout.nii.gz")
-    labels = np.asarray(
-        load_volume(data_dir / dataset / "labelsTr" / f"{dataset}_heldout.nii.gz").array
-    )
-    return image, labels
-
-
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    return float(2 * (prediction & truth).sum() / (prediction.sum() + truth.sum()))
 
 
 @pytest.mark.parametrize("dataset", ["spine_ct", "spine_mr"])

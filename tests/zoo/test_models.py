@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from carina.archive import Archive
-from carina.data import ensure_dataset
 from carina.engine.evaluate import validate_archive
-from carina.io import Volume, load_volume
 from carina.zoo import install_archive
 from carina.zoo.build import build_archive
 
@@ -21,31 +18,11 @@ VERTEBRAE = {"spine_ct": (1, 2, 3), "spine_mr": (1, 2, 3)}
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("datasets")
-    for name in ("spine_ct", "spine_mr", "brain_mr"):
-        ensure_dataset(name, folder / name)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("workspace")
     for name in ("spine_ct_vertebrae", "brain_mr_tissue"):
         install_archive(name, folder)
     return folder
-
-
-def heldout(data_dir: Path, dataset: str) -> tuple[Volume, np.ndarray]:
-    image = load_volume(data_dir / dataset / "imagesTr" / f"{dataset}_heldout.nii.gz")
-    labels = np.asarray(
-        load_volume(data_dir / dataset / "labelsTr" / f"{dataset}_heldout.nii.gz").array
-    )
-    return image, labels
-
-
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    return float(2 * (prediction & truth).sum() / (prediction.sum() + truth.sum()))
 
 
 @pytest.mark.parametrize("name", ["spine_ct_vertebrae", "brain_mr_tissue"])

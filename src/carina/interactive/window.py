@@ -77,17 +77,12 @@ class Window:
         Where the window leaves the image it holds ``fill``; None fills with the minimum of what
         the window holds of the image (for CT, air rather than water).
         """
-        spatial = array.shape[1:]
-        source, target = [], []
-        for start, size, length in zip(self.start, self.size, spatial, strict=True):
-            low, high = max(start, 0), min(start + size, length)
-            source.append(slice(low, max(high, low)))
-            target.append(slice(low - start, low - start + max(high - low, 0)))
-        inside = array[(slice(None), *source)].float()
+        in_image, in_window = self._overlap(array.shape[1:])
+        inside = array[(slice(None), *in_image)].float()
         if fill is None:
             fill = float(inside.min()) if inside.numel() else 0.0
         box = array.new_full((array.shape[0], *self.size), fill, dtype=torch.float32)
-        box[(slice(None), *target)] = inside
+        box[(slice(None), *in_window)] = inside
         if tuple(self.size) == tuple(self.roi):
             return box
         return _resize(box, self.roi, mode)
@@ -104,20 +99,22 @@ class Window:
         if tuple(self.size) != tuple(self.roi):
             box = _resize(box, self.size, "trilinear")
         mask = np.zeros(tuple(shape), dtype=np.uint8)
-        source, target = [], []
-        for start, size, length in zip(self.start, self.size, shape, strict=True):
-            low, high = max(start, 0), min(start + size, length)
-            target.append(slice(low, max(high, low)))
-            source.append(slice(low - start, low - start + max(high - low, 0)))
-        mask[tuple(target)] = (box[0][tuple(source)] > threshold).numpy()
+        in_image, in_window = self._overlap(shape)
+        mask[tuple(in_image)] = (box[0][tuple(in_window)] > threshold).numpy()
         return mask
 
     def clipped(self, shape: Sequence[int]) -> list[list[int]]:
         """The window's part inside the image as ``[[i0, i1], [j0, j1], ...]`` (half-open)."""
-        return [
-            [max(start, 0), min(start + size, length)]
-            for start, size, length in zip(self.start, self.size, shape, strict=True)
-        ]
+        return [[part.start, part.stop] for part in self._overlap(shape)[0]]
+
+    def _overlap(self, shape: Sequence[int]) -> tuple[list[slice], list[slice]]:
+        """Where window and image overlap, as slices of the image and of the window."""
+        in_image, in_window = [], []
+        for start, size, length in zip(self.start, self.size, shape, strict=True):
+            low, high = max(start, 0), max(min(start + size, length), max(start, 0))
+            in_image.append(slice(low, high))
+            in_window.append(slice(low - start, high - start))
+        return in_image, in_window
 
 
 def _resize(array: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:

@@ -1,0 +1,34 @@
+"""Zoo fixtures: the shipped datasets' held-out halves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from carina.data import ensure_dataset
+from carina.io import Volume, load_volume
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The spine and brain datasets, exported once per module."""
+    folder = tmp_path_factory.mktemp("datasets")
+    for name in ("spine_ct", "spine_mr", "brain_mr"):
+        ensure_dataset(name, folder / name)
+    return folder
+
+
+def heldout(data_dir: Path, dataset: str) -> tuple[Volume, np.ndarray]:
+    """The held-out half of a dataset: image and label array."""
+    image = load_volume(data_dir / dataset / "imagesTr" / f"{dataset}_heldout.nii.gz")
+    labels = np.asarray(
+        load_volume(data_dir / dataset / "labelsTr" / f"{dataset}_heldout.nii.gz").array
+    )
+    return image, labels
+
+
+def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two boolean masks."""
+    return float(2 * (prediction & truth).sum() / (prediction.sum() + truth.sum()))
