@@ -111,8 +111,8 @@ class Archive:
         kind: MMAR or Bundle.
         trusted: False for archives that arrived from elsewhere (uploads): configs and folders
             that hold code are refused instead of run.
-        overrides: ``--set`` values: a plain ``NAME`` sets a variable (or a top-level config key),
-            a dotted ``a.b.c`` sets that key of the config being loaded.
+        overrides: ``--set`` values: a plain ``NAME`` sets a variable (or a top-level key of
+            ``config_train.json``), a dotted ``a.b.c`` sets that key of ``config_train.json``.
     """
 
     layout: ArchiveLayout
@@ -192,7 +192,7 @@ class Archive:
         file = path.name
         variables = self.variables()
         raw = translate_serving_config(_object(read_json(path), file), variables, file=file)
-        content, notes = rewrite_legacy(self._with_overrides(raw, variables, file, plain=False))
+        content, notes = rewrite_legacy(raw)
         if content.get("network_def") is None and self.layout.train_config.is_file():
             content["network_def"] = self.train_config().settings.network_def
         self._check_code(content, file)
@@ -237,13 +237,14 @@ class Archive:
         return ServingPipeline(settings, ResolvedConfig(file, content, {}, notes))
 
     def _with_overrides(
-        self, config: dict[str, Any], variables: dict[str, Any], file: str, *, plain: bool = True
+        self, config: dict[str, Any], variables: dict[str, Any], file: str
     ) -> dict[str, Any]:
+        """The training config with ``--set`` applied (a serving config follows its network)."""
         config = copy.deepcopy(config)
         for name, value in self.overrides.items():
             if "." in name:
                 _set_path(config, name.split("."), value, file)
-            elif plain and name not in variables:
+            elif name not in variables:
                 if name not in config:
                     known = sorted(
                         set(variables)

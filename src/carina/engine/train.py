@@ -93,7 +93,7 @@ def check_training(archive: Archive, options: TrainOptions) -> list[str]:
     Raises:
         ConfigError, ArchiveError: the first problem, naming the file and key.
     """
-    parts = _build(archive, options)
+    parts = _build(archive, archive.train_config(), options)
     return parts.config.resolved.notes
 
 
@@ -109,9 +109,10 @@ def train_archive(archive: Archive, options: TrainOptions | None = None) -> Trai
     context = DistributedContext.from_environment()
     context.start()
     try:
-        seed = archive.train_config().settings.seed
+        config = archive.train_config()
+        seed = config.settings.seed
         set_determinism(seed=seed)  # before the network is built: same initial weights every run
-        parts = _build(archive, options)
+        parts = _build(archive, config, options)
         if context.enabled:
             set_determinism(seed=seed + context.rank)  # each rank draws its own augmentations
         return _run(archive, parts, options, context)
@@ -120,10 +121,9 @@ def train_archive(archive: Archive, options: TrainOptions | None = None) -> Trai
         context.stop()
 
 
-def _build(archive: Archive, options: TrainOptions) -> _Parts:
+def _build(archive: Archive, config: TrainConfig, options: TrainOptions) -> _Parts:
     from monai.transforms import Compose
 
-    config = archive.train_config()
     settings, resolved = config.settings, config.resolved
     if options.resume and not archive.layout.last_checkpoint.is_file():
         raise ArchiveError(f"{archive.name}: nothing to resume from (no models/checkpoint_last.pt)")
