@@ -83,3 +83,47 @@ def test_window_extracts_resizes_and_pastes_back() -> None:
     np.testing.assert_allclose(
         big.to_roi([[0.5, 0.5, 0.5], [15.5, 15.5, 15.5]]), [[0, 0, 0], [7.5, 7.5, 7.5]]
     )
+
+
+def test_truncation_cuts_through_the_structure_and_keeps_enough_of_it() -> None:
+    from carina.interactive import RandTruncated
+
+    structure = ball((24, 24, 24), (12, 12, 12), 8)
+    label = torch.from_numpy(structure[None].astype(np.uint8))
+    image = torch.arange(24**3, dtype=torch.float32).reshape(1, 24, 24, 24)
+    cut = RandTruncated(["image", "label"], prob=1.0, min_keep=0.6)
+    cut.set_random_state(0)
+    shapes = set()
+    for _ in range(30):
+        out = cut({"image": image, "label": label})
+        kept = int(out["label"].sum())
+        assert out["image"].shape == out["label"].shape
+        assert 0.6 * structure.sum() <= kept <= structure.sum()
+        # a cut, not a resampling: the output is the block of the input that starts at its
+        # first voxel, with the label cut the same way
+        start = np.unravel_index(int(out["image"][0, 0, 0, 0]), (24, 24, 24))
+        block = tuple(slice(a, a + n) for a, n in zip(start, out["image"].shape[1:], strict=True))
+        assert torch.equal(out["image"][0], image[0][block])
+        assert torch.equal(out["label"][0], label[0][block])
+        shapes.add(tuple(out["image"].shape))
+    assert len(shapes) > 5  # different axes, sides and planes
+    never = RandTruncated(["image", "label"], prob=0.0)
+    assert never({"image": image, "label": label})["image"] is image
+    with pytest.raises(ValueError, match="min_keep"):
+        RandTruncated(["image"], min_keep=0.0)
+
+
+def test_keep_structure_undoes_a_transform_that_loses_the_structure() -> None:
+    from monai.transforms import Lambdad
+
+    from carina.interactive import KeepStructured
+
+    label = torch.zeros(1, 10, 10, 10)
+    label[0, 0:3, 0:3, 0:3] = 1
+    data = {"image": torch.rand(1, 10, 10, 10), "label": label}
+    shift_out = Lambdad(["image", "label"], lambda x: torch.roll(x, 5, dims=1) * 0)
+    kept = KeepStructured(shift_out)(data)
+    assert torch.equal(kept["label"], label) and torch.equal(kept["image"], data["image"])
+    flip = Lambdad(["image", "label"], lambda x: torch.flip(x, dims=[1]))
+    flipped = KeepStructured(flip)(data)
+    assert flipped["label"][0, 9, 0, 0] == 1 and flipped["label"][0, 0, 0, 0] == 0

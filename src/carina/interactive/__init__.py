@@ -9,6 +9,8 @@ from carina.interactive.simulation import ClickSimulation
 from carina.interactive.transforms import (
     AddGuidanced,
     InteractionCropd,
+    KeepStructured,
+    RandTruncated,
     SelectLabeld,
     StructureSliced,
 )
@@ -17,6 +19,8 @@ __all__ = [
     "AddGuidanced",
     "ClickSimulation",
     "InteractionCropd",
+    "KeepStructured",
+    "RandTruncated",
     "SelectLabeld",
     "StructureSliced",
 ]

@@ -54,6 +54,98 @@ class SelectLabeld(MapTransform):
         return out
 
 
+class KeepStructured(Randomizable, MapTransform):
+    """Runs a random spatial transform unless it would lose the structure.
+
+    A rotation or zoom can move a small structure near the border out of the volume, which would
+    leave nothing to train on. When the transformed mask keeps less than ``min_keep`` of the
+    structure's voxels, the sample goes on untransformed.
+
+    Args:
+        transform: the dictionary transform to run (e.g. ``RandAffined`` on image and label).
+        label_key: the binary structure mask.
+        min_keep: the least share of the structure's voxels that must remain.
+    """
+
+    def __init__(self, transform: Any, label_key: str = "label", min_keep: float = 0.5) -> None:
+        MapTransform.__init__(self, [label_key])
+        self.transform = transform
+        self.label_key = label_key
+        self.min_keep = min_keep
+
+    def set_random_state(self, seed: int | None = None, state: Any = None) -> KeepStructured:
+        super().set_random_state(seed, state)
+        if isinstance(self.transform, Randomizable):
+            self.transform.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        """The wrapped transform draws its own parameters."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        before = float(np.asarray(data[self.label_key]).sum())
+        out = dict(self.transform(dict(data)))
+        after = float((np.asarray(out[self.label_key]) > 0.5).sum())
+        return out if after >= self.min_keep * before and after > 0 else dict(data)
+
+
+class RandTruncated(Randomizable, MapTransform):
+    """Cuts the volume by a random plane through the structure, as an image border cuts it.
+
+    The held-out structures of the shipped data (and many a user's) end at the image border: a
+    field of view or a split plane cuts them. With probability ``prob`` this drops the slices on
+    one side of a plane across the structure along one random axis, keeping at least
+    ``min_keep`` of the structure's voxels, so training sees structures cut in many places.
+
+    Args:
+        keys: channel-first arrays to cut (image and label).
+        label_key: the binary structure mask.
+        prob: probability of a cut.
+        min_keep: the least share of the structure's voxels that stays.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        label_key: str = "label",
+        prob: float = 0.5,
+        min_keep: float = 0.5,
+    ) -> None:
+        MapTransform.__init__(self, keys)
+        if not 0.0 < min_keep <= 1.0:
+            raise ValueError(f"min_keep must be in (0, 1], not {min_keep}")
+        self.label_key = label_key
+        self.prob = prob
+        self.min_keep = min_keep
+
+    def randomize(self, data: Any = None) -> None:
+        """Nothing to draw ahead: the plane is sampled in ``__call__``."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        if self.R.rand() >= self.prob:
+            return out
+        label = np.asarray(out[self.label_key])[0] > 0
+        total = int(label.sum())
+        if total == 0:
+            return out
+        axis = int(self.R.randint(label.ndim))
+        other = tuple(a for a in range(label.ndim) if a != axis)
+        counts = label.sum(axis=other)
+        if self.R.rand() < 0.5:  # keep from the plane upwards
+            kept = np.cumsum(counts[::-1])[::-1]
+            starts = np.flatnonzero((kept >= self.min_keep * total) & (counts > 0))
+            part = slice(int(starts[self.R.randint(len(starts))]), None)
+        else:  # keep up to the plane
+            kept = np.cumsum(counts)
+            stops = np.flatnonzero((kept >= self.min_keep * total) & (counts > 0))
+            part = slice(0, int(stops[self.R.randint(len(stops))]) + 1)
+        index = (slice(None),) * (axis + 1) + (part,)
+        for key in self.key_iterator(out):
+            out[key] = out[key][index]
+        return out
+
+
 class InteractionCropd(Randomizable, MapTransform):
     """Crops image and label to the window an interactive model sees, resized to ``roi``, and
     leaves the user input that window answers, in ROI coordinates, under ``points``.

@@ -59,7 +59,6 @@ def build_archive(
         ArchiveError, ConfigError: no config, or training problems.
     """
     source = build_source(name)
-    target = output or zoo_archive_path(name)
     with tempfile.TemporaryDirectory(prefix=f"carina-build-{name}-") as tmp:
         work = Path(tmp) / name
         shutil.copytree(
@@ -69,10 +68,30 @@ def build_archive(
         )
         archive = Archive.open(work, overrides=overrides)
         train_archive(archive, TrainOptions(data_dir=data_dir, progress=progress))
+        return package_archive(work, name, output=output, data_dir=data_dir)
+
+
+def package_archive(
+    trained: Path, name: str, *, output: Path | None = None, data_dir: Path
+) -> BuildResult:
+    """Validate a trained archive folder and write it as the zoo archive ``name``.
+
+    The second half of :func:`build_archive`: held-out metrics (``eval/metrics.json`` and the
+    README's metrics section), no training leftovers (last checkpoint, logs), the manifest, and the
+    index entry when the target is the package's zoo folder. ``trained`` itself is left as it is.
+
+    Raises:
+        ArchiveError, ConfigError: not a trained archive.
+    """
+    target = output or zoo_archive_path(name)
+    with tempfile.TemporaryDirectory(prefix=f"carina-package-{name}-") as tmp:
+        work = Path(tmp) / name
+        shutil.copytree(
+            trained, work, ignore=shutil.ignore_patterns("eval", "logs", ".cache", "manifest.json")
+        )
+        (work / "models" / "checkpoint_last.pt").unlink(missing_ok=True)
         validate_archive(Archive.open(work), data_dir=data_dir)
         _write_metrics_section(work / "docs" / "README.md", work / "eval" / "metrics.json")
-        (work / "models" / "checkpoint_last.pt").unlink(missing_ok=True)
-        shutil.rmtree(work / "logs", ignore_errors=True)
         if target.exists():
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
