@@ -127,3 +127,16 @@ def test_keep_structure_undoes_a_transform_that_loses_the_structure() -> None:
     flip = Lambdad(["image", "label"], lambda x: torch.flip(x, dims=[1]))
     flipped = KeepStructured(flip)(data)
     assert flipped["label"][0, 9, 0, 0] == 1 and flipped["label"][0, 0, 0, 0] == 0
+
+
+@pytest.mark.parametrize("mode", ["extreme", "deepgrow"])
+def test_crop_keeps_label_and_image_aligned(mode: str) -> None:
+    """The training target must sit on the image voxels it labels: a structure whose image is
+    its own mask gives the same ROI mask from either key, also where it touches the border."""
+    from carina.interactive import InteractionCropd
+
+    structure = ball((30, 26, 20), (15, 12, 2), 7)[None].astype(np.float32)
+    crop = InteractionCropd(["image", "label"], roi=(48, 48, 48), mode=mode, window=40.0)
+    out = crop({"image": torch.from_numpy(structure * 100.0), "label": torch.from_numpy(structure)})
+    assert torch.equal(out["label"], (out["image"] > 50.0).float())
+    assert out["label"].sum() > 0

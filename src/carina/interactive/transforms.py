@@ -216,13 +216,13 @@ class InteractionCropd(Randomizable, MapTransform):
                 points.min(0), points.max(0) + 1, self.roi, margin=self.padding / spacing
             )
         out[POINTS_KEY] = window.to_roi(points).astype(np.float32)
+        # The label is resized like the image and the prediction (linear, voxel centres aligned)
+        # and then thresholded: "nearest" resizing picks voxels off-centre, shifting the training
+        # target by up to half a voxel against the image, which the model would learn.
         first = True
         for key in self.key_iterator(out):
             tensor = torch.as_tensor(np.asarray(out[key]))
-            if first:
-                cropped = window.extract(tensor, mode="trilinear", fill=None)
-            else:
-                cropped = window.extract(tensor, mode="nearest")
+            cropped = window.extract(tensor, mode="trilinear", fill=None if first else 0.0)
             out[key] = cropped if first else (cropped > 0.5).to(torch.float32)
             first = False
         return out
