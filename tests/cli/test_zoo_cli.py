@@ -7,6 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from carina.cli.main import app
+from tests.zoo.conftest import ZOO
 
 runner = CliRunner()
 
@@ -14,7 +15,7 @@ runner = CliRunner()
 def test_list_verify_install(tmp_path: Path) -> None:
     listed = runner.invoke(app, ["zoo", "list"])
     assert listed.exit_code == 0
-    for name in ("spine_ct_vertebrae", "brain_mr_tissue"):
+    for name in ZOO:
         assert name in listed.stdout
     verified = runner.invoke(app, ["zoo", "verify"])
     assert verified.exit_code == 0 and "ok" in verified.stdout

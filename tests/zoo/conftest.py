@@ -10,6 +10,10 @@ import pytest
 from carina.data import ensure_dataset
 from carina.io import Volume, load_volume
 
+#: Every archive the zoo ships (deepgrow_3d and annotation_dextr3d join once they reach their
+#: targets: tests/zoo/test_interactive_models.py).
+ZOO = ("spine_ct_vertebrae", "brain_mr_tissue", "deepgrow_2d")
+
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
