@@ -48,13 +48,22 @@ def deepest_point(mask: BoolArray, rng: np.random.Generator | None = None) -> Po
     With ``rng``, a random voxel among those at least half as deep, as a user's click would be.
     Returns None for an empty mask.
     """
-    if not mask.any():
+    boxes = ndimage.find_objects(mask.astype(np.uint8))
+    if not boxes or boxes[0] is None:
         return None
-    depth = ndimage.distance_transform_edt(np.pad(mask, 1))[tuple(slice(1, -1) for _ in mask.shape)]
+    # The distance transform runs on the structure's bounding box only (a third of a training
+    # step's time went into transforms of the whole crop); a one-voxel empty ring keeps it exact,
+    # since every voxel outside the box is background and farther than the ring.
+    box = boxes[0]
+    offset = np.asarray([part.start for part in box])
+    depth = ndimage.distance_transform_edt(np.pad(mask[box], 1))[
+        tuple(slice(1, -1) for _ in mask.shape)
+    ]
     if rng is None:
-        return tuple(int(v) for v in np.unravel_index(int(np.argmax(depth)), mask.shape))
+        best = np.unravel_index(int(np.argmax(depth)), depth.shape)
+        return tuple(int(v) for v in np.asarray(best) + offset)
     candidates = np.argwhere(depth >= 0.5 * depth.max())
-    return tuple(int(v) for v in candidates[rng.integers(len(candidates))])
+    return tuple(int(v) for v in candidates[rng.integers(len(candidates))] + offset)
 
 
 @dataclass(frozen=True)
