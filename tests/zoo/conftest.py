@@ -9,6 +9,7 @@ import pytest
 
 from carina.data import ensure_dataset
 from carina.io import Volume, load_volume
+from carina.zoo import install_archive, load_index
 
 #: Every archive the zoo ships (deepgrow_3d and annotation_dextr3d join once they reach their
 #: targets: tests/zoo/test_interactive_models.py).
@@ -21,6 +22,15 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("datasets")
     for name in ("spine_ct", "spine_mr", "brain_mr"):
         ensure_dataset(name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace with every archive of the zoo's index installed."""
+    folder = tmp_path_factory.mktemp("workspace")
+    for name in load_index():
+        install_archive(name, folder)
     return folder
 
 

@@ -15,11 +15,10 @@ import pytest
 from carina.archive import Archive
 from carina.interactive.guidance import corrective_click, deepest_point, extreme_points
 from carina.interactive.predict import InteractivePredictor
-from carina.zoo import install_archive, load_index
+from carina.zoo import load_index
 from tests.zoo.conftest import dice, heldout
 
 SHIPPED = set(load_index())
-REQUIRED = [name for name in ("deepgrow_3d", "annotation_dextr3d") if name in SHIPPED]
 
 
 def shipped(name: str) -> pytest.MarkDecorator:
@@ -30,20 +29,14 @@ def shipped(name: str) -> pytest.MarkDecorator:
 VERTEBRAE = {"spine_ct": (1, 2, 3), "spine_mr": (1, 2, 3)}
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("workspace")
-    for name in REQUIRED:
-        install_archive(name, folder)
-    return folder
+def predictor(workspace: Path, name: str) -> InteractivePredictor:
+    return InteractivePredictor.from_archive(Archive.open(workspace / "models" / name))
 
 
 @shipped("deepgrow_3d")
 @pytest.mark.parametrize("dataset", ["spine_ct", "spine_mr"])
 def test_deepgrow_one_click_then_corrections(workspace: Path, data_dir: Path, dataset: str) -> None:
-    predictor = InteractivePredictor.from_archive(
-        Archive.open(workspace / "models" / "deepgrow_3d")
-    )
+    deepgrow = predictor(workspace, "deepgrow_3d")
     image, labels = heldout(data_dir, dataset)
     rng = np.random.default_rng(0)
     rounds: list[list[float]] = [[] for _ in range(4)]
@@ -53,7 +46,7 @@ def test_deepgrow_one_click_then_corrections(workspace: Path, data_dir: Path, da
         assert click is not None
         foreground, background = [click], []
         for round_ in range(4):
-            mask = predictor.deepgrow(image, foreground, background).volume.array > 0
+            mask = deepgrow.deepgrow(image, foreground, background).volume.array > 0
             rounds[round_].append(dice(mask, truth))
             correction = corrective_click(truth, mask, rng)
             if correction is not None:
@@ -68,11 +61,9 @@ def test_deepgrow_one_click_then_corrections(workspace: Path, data_dir: Path, da
 @shipped("annotation_dextr3d")
 @pytest.mark.parametrize("dataset", ["spine_ct", "spine_mr"])
 def test_dextr3d_from_the_six_extreme_points(workspace: Path, data_dir: Path, dataset: str) -> None:
-    predictor = InteractivePredictor.from_archive(
-        Archive.open(workspace / "models" / "annotation_dextr3d")
-    )
+    dextr3d = predictor(workspace, "annotation_dextr3d")
     image, labels = heldout(data_dir, dataset)
     for value in VERTEBRAE[dataset]:
         truth = labels == value
-        mask = predictor.dextr3d(image, extreme_points(truth)).volume.array > 0
+        mask = dextr3d.dextr3d(image, extreme_points(truth)).volume.array > 0
         assert dice(mask, truth) >= 0.85, f"{dataset} label {value}: {dice(mask, truth):.3f}"

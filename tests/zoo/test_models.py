@@ -10,17 +10,8 @@ import torch
 
 from carina.archive import Archive
 from carina.engine.evaluate import validate_archive
-from carina.zoo import install_archive
 from carina.zoo.build import build_archive
 from tests.zoo.conftest import ZOO
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("workspace")
-    for name in ZOO:
-        install_archive(name, folder)
-    return folder
 
 
 @pytest.mark.parametrize("name", ZOO)
