@@ -39,12 +39,20 @@ test: venv system-deps lint typecheck
 test-all: venv system-deps lint typecheck
 	$(BIN)/pytest -m "slow or not slow"
 
+DEMO_WORKSPACE ?= workspace
+DEMO_PORT ?= 5000
+
+# The main job: the zoo's archives in ./workspace, then the annotation server (Ctrl-C stops it).
 demo: venv
-	$(BIN)/carina info
+	@for name in $$($(BIN)/python -c "from carina.zoo import load_index; print(*load_index())"); do \
+	  test -d $(DEMO_WORKSPACE)/models/$$name || $(BIN)/carina zoo install $$name --workspace $(DEMO_WORKSPACE); \
+	done
+	$(BIN)/carina serve --workspace $(DEMO_WORKSPACE) --host 127.0.0.1 --port $(DEMO_PORT)
 
 benchmarks: venv
 	$(BIN)/python benchmarks/cli_startup.py
 	$(BIN)/python benchmarks/io.py
+	$(BIN)/python benchmarks/interactive.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

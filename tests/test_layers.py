@@ -13,7 +13,7 @@ PACKAGE = Path(carina.__file__).parent
 
 #: Layer of each top-level part; a module may import only parts of its own layer or lower ones.
 LAYERS = {
-    "errors": 0, "settings": 0, "schemas": 0, "environment": 0, "__init__": 0,
+    "errors": 0, "settings": 0, "schemas": 0, "environment": 0, "__init__": 0, "client": 0,
     "io": 1, "data": 1, "archive": 1,
     "engine": 2, "interactive": 2,
     "server": 3, "fl": 3, "automl": 3, "zoo": 3, "cloud": 3,

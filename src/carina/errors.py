@@ -91,3 +91,43 @@ class UntrustedCodeError(ArchiveError):
 
 class GuidanceError(CarinaError):
     """Clicks or extreme points an interactive model cannot use (too few, outside the image)."""
+
+
+class ModelNotFound(CarinaError):  # noqa: N818 - the name DESIGN.md gives it
+    """No model of that name is installed on the server."""
+
+
+class SessionNotFound(CarinaError):  # noqa: N818 - pairs with SessionExpired
+    """No session of that id exists (it never did, expired or was deleted)."""
+
+
+class SessionExpired(SessionNotFound):
+    """An inference call named a session that is unknown or expired (HTTP 440 in AIAA)."""
+
+
+class RequestError(CarinaError):
+    """A request's parameters or body are malformed (wrong type, missing part, bad name)."""
+
+
+class PayloadTooLargeError(RequestError):
+    """A request body is larger than the server accepts."""
+
+
+class AuthError(CarinaError):
+    """A route that needs a bearer token was called without the right one."""
+
+
+class ServerBusyError(CarinaError):
+    """The inference queue is full; the client should retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class InferenceTimeoutError(CarinaError):
+    """An inference took longer than the server's per-request limit."""
+
+
+class NotSupportedError(CarinaError):
+    """An optional feature of the protocol that this server does not offer (HTTP 501)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Largest decoded image, in bytes, that readers accept unless told otherwise (4 GiB).
@@ -24,4 +24,60 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "carina" / "datasets",
         description="Where shipped datasets are exported on first use by training.",
+    )
+
+    # The annotation server.
+    workspace: Path = Field(
+        default=Path("workspace"),
+        description="Server state: models/ (installed archives), sessions/, logs/.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the server listens on.")
+    port: int = Field(default=5000, ge=0, le=65535, description="Port the server listens on.")
+    root_path: str = Field(
+        default="", description="Path prefix of a proxy that does not strip it (e.g. /aiaa)."
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the admin routes; a local start without one generates it.",
+    )
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for every route but health and docs. Off by default: the "
+        "existing AIAA clients (Slicer, MITK, OHIF) cannot send it.",
+    )
+    max_upload_bytes: int = Field(
+        default=2 * 1024**3, gt=0, description="Largest request body accepted (HTTP 413 above)."
+    )
+    inference_workers: int = Field(
+        default=1, ge=1, description="Inferences run at once per server process."
+    )
+    queue_limit: int = Field(
+        default=8, ge=0, description="Inferences that may wait; more get HTTP 503 + Retry-After."
+    )
+    inference_timeout: float = Field(
+        default=300.0, gt=0, description="Seconds one inference may take (HTTP 504 above)."
+    )
+    preload_models: bool = Field(
+        default=True,
+        description="Load every model in the background once the server is ready, so the first "
+        "request does not wait for it (the server is ready before they load).",
+    )
+    model_memory_mib: int = Field(
+        default=4096, gt=0, description="Memory budget of the loaded networks (LRU past it)."
+    )
+    session_expiry: int = Field(
+        default=3600, gt=0, description="Session lifetime in seconds when the client asks none."
+    )
+    session_max_expiry: int = Field(
+        default=86400, gt=0, description="Longest session lifetime a client may ask for."
+    )
+    session_purge_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between sweeps that delete expired sessions."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (browser viewers); none."
+    )
+    device: str | None = Field(default=None, description="cpu, cuda or cuda:N; default: auto.")
+    grace_period: float = Field(
+        default=30.0, ge=0, description="Seconds SIGTERM waits for in-flight requests."
     )

@@ -6,6 +6,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import time
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -136,4 +137,31 @@ def unpack_archive(
         root.rename(target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def install_folder(source: Path, models: Path, name: str, *, copy: bool) -> Path:
+    """Put the archive folder ``source`` at ``models/name``, replacing any previous one at once.
+
+    The new folder is staged beside the target (same file system), then renamed into place; a
+    reader sees the old archive or the new one, never a half-copied one. ``copy`` keeps
+    ``source``; otherwise it is moved.
+    """
+    models.mkdir(parents=True, exist_ok=True)
+    target = models / name
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=models)) / name
+    try:
+        if copy:
+            shutil.copytree(source, staging)
+        else:
+            shutil.move(str(source), staging)
+        if target.exists():
+            retired = target.with_name(f".{name}.old-{time.time_ns()}")
+            target.rename(retired)
+            staging.rename(target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            staging.rename(target)
+    finally:
+        shutil.rmtree(staging.parent, ignore_errors=True)
     return target

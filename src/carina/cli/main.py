@@ -11,10 +11,12 @@ import typer
 
 from carina import __version__
 from carina.cli import archive as archive_commands
+from carina.cli import client as client_commands
 from carina.cli import data as data_commands
 from carina.cli import engine as engine_commands
 from carina.cli import images as image_commands
 from carina.cli import info as info_commands
+from carina.cli import serve as serve_commands
 from carina.cli import zoo as zoo_commands
 from carina.cli.console import err_console
 from carina.errors import CarinaError
@@ -35,6 +37,8 @@ app.command("train")(engine_commands.train)
 app.command("validate")(engine_commands.validate)
 app.command("infer")(engine_commands.infer)
 app.command("export")(engine_commands.export)
+app.command("serve")(serve_commands.serve)
+app.add_typer(client_commands.app, name="client")
 
 
 def _show_version(value: bool) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from carina.archive.pack import sha256_file, unpack_archive, verify_manifest
+from carina.archive.pack import install_folder, sha256_file, unpack_archive, verify_manifest
 from carina.errors import ArchiveError
 from carina.settings import DEFAULT_MAX_IMAGE_BYTES
 from carina.zoo.index import load_index, zoo_archive_path, zoo_entry
@@ -56,7 +56,7 @@ def install_archive(name: str, workspace: str | Path) -> Path:
     problems = verify_zoo([name])[name]
     if problems:
         raise ArchiveError(f"{name}: the shipped archive is damaged: {'; '.join(problems[:3])}")
-    return _move_into_place(zoo_archive_path(name), Path(workspace), name, copy=True)
+    return install_folder(zoo_archive_path(name), Path(workspace) / "models", name, copy=True)
 
 
 def install_from_url(
@@ -107,33 +107,11 @@ def install_from_url(
     scratch = Path(tempfile.mkdtemp(prefix=".unpack-", dir=downloads))
     try:
         unpacked = unpack_archive(zip_path, scratch / archive_name, max_bytes=max_bytes)
-        target = _move_into_place(unpacked, workspace, archive_name, copy=False)
+        target = install_folder(unpacked, workspace / "models", archive_name, copy=False)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if parsed.scheme != "file":
         zip_path.unlink(missing_ok=True)
-    return target
-
-
-def _move_into_place(source: Path, workspace: Path, name: str, *, copy: bool) -> Path:
-    models = workspace / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    target = models / name
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=models)) / name
-    try:
-        if copy:
-            shutil.copytree(source, staging)
-        else:
-            shutil.move(str(source), staging)
-        if target.exists():
-            retired = target.with_name(f".{name}.old-{time.time_ns()}")
-            target.rename(retired)
-            staging.rename(target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            staging.rename(target)
-    finally:
-        shutil.rmtree(staging.parent, ignore_errors=True)
     return target
 
 

@@ -1,0 +1,53 @@
+"""``carina serve``: the annotation server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from carina.cli.console import console, err_console
+
+
+def serve(
+    workspace: Path = typer.Option(
+        Path("workspace"), help="Workspace: models/, sessions/, logs/ (shared by replicas)."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every one)."),
+    port: int = typer.Option(5000, help="Port to listen on."),
+    ssl_certfile: Path | None = typer.Option(None, help="TLS certificate chain (PEM)."),
+    ssl_keyfile: Path | None = typer.Option(None, help="TLS private key (PEM)."),
+    ssl_self_signed: bool = typer.Option(
+        False, help="Serve HTTPS with a new self-signed certificate (kept on local disk)."
+    ),
+    workers: int = typer.Option(1, min=1, help="Server processes sharing the port."),
+) -> None:
+    """Serve the AIAA-compatible annotation API for every model under WORKSPACE/models/.
+
+    Other settings come from CARINA_* environment variables (docs/reference/server.md).
+    """
+    import tempfile
+
+    from carina.errors import CarinaError
+    from carina.server.run import TlsFiles, prepare_admin_token, self_signed_certificate, serve
+    from carina.settings import Settings
+
+    if (ssl_certfile is None) != (ssl_keyfile is None):
+        raise CarinaError("give both --ssl-certfile and --ssl-keyfile, or neither")
+    if ssl_self_signed and ssl_certfile is not None:
+        raise CarinaError("--ssl-self-signed and --ssl-certfile exclude each other")
+    settings = Settings(workspace=workspace, host=host, port=port)
+    token = prepare_admin_token(settings)
+    if token.generated:
+        err_console.print(
+            f"Admin token (shown once; kept in {token.path} with mode 0600): [bold]{token.value}[/]"
+        )
+    tls = None
+    if ssl_certfile is not None and ssl_keyfile is not None:
+        tls = TlsFiles(ssl_certfile, ssl_keyfile)
+    elif ssl_self_signed:
+        tls = self_signed_certificate(Path(tempfile.mkdtemp(prefix="carina-tls-")))
+    scheme = "https" if tls else "http"
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    console.print(f"Carina annotation server on {scheme}://{shown}:{port} (API docs at /)")
+    serve(settings, workers=workers, tls=tls)

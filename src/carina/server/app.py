@@ -1,0 +1,197 @@
+"""``create_app(settings)``: the annotation server's FastAPI app, its services and middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from carina import __version__
+from carina.errors import PayloadTooLargeError
+from carina.server.docs import add_docs_routes
+from carina.server.errors import install_error_handlers
+from carina.server.openapi import DESCRIPTION, TAGS
+from carina.server.routers import admin, ops, session, v1
+from carina.server.services.logs import setup_logging
+from carina.server.services.tokens import bearer_matches
+from carina.server.state import Services
+from carina.server.wire import error_response
+from carina.settings import Settings
+
+log = logging.getLogger("carina.server")
+access = logging.getLogger("carina.server.access")
+
+#: Paths open without the optional API token: health checks, docs and their assets.
+_OPEN = re.compile(r"^/(health(/.*)?|docs/?|openapi\.json|static/.*|favicon\.[a-z]+)?$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The server over ``settings.workspace``: routes, services, error handlers, middleware."""
+    settings = settings or Settings()
+    workspace = settings.workspace.resolve()
+    log_file = setup_logging(workspace)
+    services = Services.build(settings, log_file=log_file)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(_purge_sessions(services))
+        if settings.preload_models:
+            asyncio.get_running_loop().run_in_executor(None, preload_models, services)
+        log.info(
+            "server ready",
+            extra={"version": __version__, "models": len(services.registry.entries())},
+        )
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            await asyncio.to_thread(services.runner.shutdown)
+            shutil.rmtree(services.scratch, ignore_errors=True)
+            log.info("server stopped")
+
+    app = FastAPI(
+        title="Carina annotation server",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        redirect_slashes=False,
+        root_path=settings.root_path,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    for module in (v1, session, admin, ops):
+        app.include_router(module.router)
+    add_docs_routes(app)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
+            allow_headers=["*"],
+            expose_headers=["Server-Timing", "X-Request-ID"],
+        )
+    app.add_middleware(RequestMiddleware, services=services)
+    return app
+
+
+async def _purge_sessions(services: Services) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(services.sessions.purge)
+        except OSError as exc:
+            log.warning("session sweep failed", extra={"reason": exc.strerror})
+        await asyncio.sleep(services.settings.session_purge_interval)
+
+
+def preload_models(services: Services) -> None:
+    """Load every installed model (within the memory budget), after the server is ready."""
+    for entry in services.registry.entries():
+        try:
+            services.registry.predictor(entry.name)
+        except Exception as exc:  # a broken archive must not stop the others
+            log.warning(
+                "model could not be preloaded", extra={"model": entry.name, "reason": str(exc)}
+            )
+    services.metrics.models_loaded.set(services.registry.loaded_count())
+
+
+class RequestMiddleware:
+    """Per request: an id (``X-Request-ID``), the body size limit, the optional API token,
+    metrics and one access-log line (route template, status, time; no query, no file names)."""
+
+    def __init__(self, app: ASGIApp, *, services: Services) -> None:
+        self.app = app
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        given = headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = {"code": 500}
+        limit = self.services.settings.max_upload_bytes
+
+        async def send_wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        refusal = self._refusal(scope, headers, limit)
+        if refusal is not None:
+            await refusal(scope, receive, send_wrapped)
+        else:
+            received = 0
+
+            async def receive_limited() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
+                return message
+
+            await self.app(scope, receive_limited, send_wrapped)
+        self._record(scope, status["code"], time.perf_counter() - start, request_id)
+
+    def _refusal(self, scope: Scope, headers: dict[str, str], limit: int) -> Any:
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            return error_response(
+                413, f"the request body is larger than {limit} bytes", "PayloadTooLargeError"
+            )
+        token = self.services.settings.api_token
+        path = scope["path"]
+        if (
+            token is not None
+            and not _OPEN.match(path)
+            and not path.startswith("/admin/")
+            and scope["method"] != "OPTIONS"
+            and not bearer_matches(headers.get("authorization"), token.get_secret_value())
+        ):
+            return error_response(
+                401, "this server needs 'Authorization: Bearer <API token>'", "AuthError"
+            )
+        return None
+
+    def _record(self, scope: Scope, status: int, seconds: float, request_id: str) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        method = scope["method"]
+        metrics = self.services.metrics
+        metrics.requests.labels(method, template, str(status)).inc()
+        metrics.latency.labels(method, template).observe(seconds)
+        access.info(
+            "request",
+            extra={
+                "request_id": request_id,
+                "method": method,
+                "route": template,
+                "status": status,
+                "ms": round(seconds * 1000, 1),
+            },
+        )

@@ -1,0 +1,111 @@
+"""Domain errors to HTTP, in one table; every error answer has the AIAA error body (spec 2.7).
+
+A bad input is a 4xx naming what is wrong, never a 500; an unexpected failure is a 500 whose
+message carries the request id, never a server path or a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from carina.errors import (
+    ArchiveError,
+    AuthError,
+    CarinaError,
+    ConfigError,
+    DatasetError,
+    FileError,
+    GuidanceError,
+    InferenceTimeoutError,
+    ModelNotFound,
+    NotSupportedError,
+    PayloadTooLargeError,
+    RequestError,
+    ServerBusyError,
+    SessionExpired,
+    SessionNotFound,
+    UnsafeZipError,
+)
+from carina.server.wire import error_response
+
+log = logging.getLogger(__name__)
+
+#: Most specific first.
+STATUS: list[tuple[type[CarinaError], int]] = [
+    (SessionExpired, 440),
+    (SessionNotFound, 404),
+    (ModelNotFound, 404),
+    (PayloadTooLargeError, 413),
+    (AuthError, 401),
+    (ServerBusyError, 503),
+    (InferenceTimeoutError, 504),
+    (NotSupportedError, 501),
+    (RequestError, 400),
+    (GuidanceError, 400),
+    (FileError, 400),
+    (ConfigError, 400),
+    (ArchiveError, 400),
+    (UnsafeZipError, 400),
+    (DatasetError, 400),
+]
+
+
+def status_of(exc: CarinaError) -> int:
+    """The HTTP status of a domain error (500 for one the table does not know)."""
+    return next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map Carina's errors, FastAPI's validation errors and Starlette's HTTP errors to the body."""
+
+    async def carina_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, CarinaError)
+        status = status_of(exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        if isinstance(exc, ServerBusyError):
+            headers["Retry-After"] = str(exc.retry_after)
+        if status == 500:
+            log.error("unhandled domain error", extra=_context(request), exc_info=exc)
+        return error_response(status, str(exc), type(exc).__name__, headers=headers)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        problems = []
+        for error in exc.errors()[:5]:
+            where = ".".join(str(p) for p in error.get("loc", ()))
+            problems.append(f"{where}: {error.get('msg', 'invalid')}")
+        return error_response(400, "; ".join(problems) or "invalid request", "RequestError")
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        message = {404: "no such endpoint", 405: "method not allowed on this endpoint"}.get(
+            exc.status_code, str(exc.detail)
+        )
+        return error_response(exc.status_code, message, "HTTPException", headers=exc.headers)
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.error("internal error", extra=_context(request), exc_info=exc)
+        request_id = getattr(request.state, "request_id", "")
+        return error_response(
+            500,
+            f"internal server error (request {request_id}); see the server log",
+            "InternalError",
+        )
+
+    app.add_exception_handler(CarinaError, carina_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+def _context(request: Request) -> dict[str, str]:
+    route = request.scope.get("route")
+    return {
+        "request_id": getattr(request.state, "request_id", ""),
+        "route": getattr(route, "path", "") if route else "",
+        "method": request.method,
+    }

@@ -1,0 +1,84 @@
+"""``/admin/model/{name}``: install, reconfigure and remove models (bearer token, spec 4.11)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Request, Response
+
+from carina.errors import AuthError, NotSupportedError, RequestError
+from carina.server.openapi import ADMIN_BODY, TAG_ADMIN_MODEL
+from carina.server.routers import request_scratch
+from carina.server.services.params import parse_params
+from carina.server.services.tokens import bearer_matches
+from carina.server.state import Services, ServicesDep
+from carina.server.wire import json_response, read_form
+
+
+def require_admin(request: Request, services: ServicesDep) -> Services:
+    """The services, if the request carries the admin bearer token (every address, loopback too).
+
+    Raises:
+        AuthError: no or a wrong token.
+    """
+    if not bearer_matches(request.headers.get("authorization"), services.admin_token):
+        raise AuthError("admin routes need 'Authorization: Bearer <admin token>'")
+    return services
+
+
+AdminDep = Annotated[Services, Depends(require_admin)]
+router = APIRouter(tags=[TAG_ADMIN_MODEL])
+
+
+@router.get("/admin/model/{name}", summary="Get a model's serving config")
+def get_model_config(name: str, services: AdminDep) -> Response:
+    """The model's current ``config_aiaa.json``."""
+    return json_response(services.registry.config(name))
+
+
+@router.put("/admin/model/{name}", summary="Install or replace a model", openapi_extra=ADMIN_BODY)
+async def put_model(name: str, request: Request, services: AdminDep) -> Response:
+    """Multipart ``data`` = an archive zip, or ``config`` (config_aiaa.json) + ``data`` (model.ts
+    or model.pt). The archive is validated (no code, config loads, weights fit) before it replaces
+    anything. NGC downloads are not enabled (501)."""
+    async with request_scratch(services.scratch) as scratch:
+        params, uploads = await read_form(request, scratch)
+        if "path" in params or "ngc" in params:
+            raise NotSupportedError(
+                "downloading models from NGC is not enabled; upload an archive zip"
+            )
+        files = {u.field: u for u in uploads}
+        config_text = params.get("config")
+        data = files.get("data") or files.get("file") or files.get("archive")
+
+        def install() -> Any:
+            if "config" in files or config_text is not None:
+                config = files["config"].path.read_bytes() if "config" in files else config_text
+                assert config is not None
+                raw = config.encode() if isinstance(config, str) else config
+                return services.registry.install_files(
+                    name, raw, data.path if data else None, data.filename if data else ""
+                )
+            if data is None:
+                raise RequestError("upload 'data' (an archive zip), or 'config' and 'data'")
+            return services.registry.install_zip(name, data.path)
+
+        entry = await anyio.to_thread.run_sync(install)
+    return json_response(entry.model_dump())
+
+
+@router.patch("/admin/model/{name}", summary="Replace a model's serving config")
+async def patch_model(name: str, request: Request, services: AdminDep) -> Response:
+    """JSON body = a new ``config_aiaa.json``; the weights stay. Validated before it is used."""
+    config = parse_params(await request.body())
+    if not config:
+        raise RequestError("the body must be the new config_aiaa.json (a JSON object)")
+    entry = await anyio.to_thread.run_sync(services.registry.patch_config, name, config)
+    return json_response(entry.model_dump())
+
+
+@router.delete("/admin/model/{name}", summary="Remove a model")
+def delete_model(name: str, services: AdminDep) -> Response:
+    """Unload and remove the model; answers its last entry."""
+    return json_response(services.registry.delete(name).model_dump())

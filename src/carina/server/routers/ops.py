@@ -1,0 +1,62 @@
+"""Logs, health checks and Prometheus metrics."""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from carina.server.openapi import TAG_ADMIN_OTHERS
+from carina.server.routers import both
+from carina.server.services.logs import tail
+from carina.server.state import ServicesDep
+from carina.server.wire import error_response, json_response
+
+router = APIRouter(tags=[TAG_ADMIN_OTHERS])
+
+
+@both(
+    router,
+    "/logs",
+    "GET",
+    documented="/logs/",
+    summary="Server logs",
+    description="The last `lines` lines of the answering replica's log.",
+)
+def get_logs(services: ServicesDep, lines: int = 100) -> Response:
+    """The last ``lines`` lines of this replica's log (JSON lines), as text."""
+    text = tail(services.log_file, min(max(lines, 0), 100_000))
+    return Response(text.encode(), media_type="text/plain; charset=utf-8")
+
+
+@router.get("/health/live", summary="Liveness")
+async def live() -> Response:
+    """The process is up and its event loop answers."""
+    return json_response({"status": "ok"})
+
+
+@router.get("/health", include_in_schema=False)
+@router.get("/health/ready", summary="Readiness (what load balancers check)")
+def ready(services: ServicesDep) -> Response:
+    """The workspace is readable and writable and the model index loads (models load lazily)."""
+    problems = []
+    for folder in (services.workspace / "models", services.workspace / "sessions"):
+        if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
+            problems.append(f"{folder.name}/ is not readable and writable")
+    try:
+        models = len(services.registry.entries())
+    except OSError as exc:
+        problems.append(f"the model index cannot be read ({exc.strerror})")
+        models = 0
+    if problems:
+        return error_response(503, "; ".join(problems), "NotReady")
+    return json_response({"status": "ok", "models": models})
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+def metrics(services: ServicesDep) -> Response:
+    """Requests, latencies, inference stages, queue depth and loaded models."""
+    services.metrics.models_loaded.set(services.registry.loaded_count())
+    services.metrics.queue_depth.set(services.runner.pending)
+    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

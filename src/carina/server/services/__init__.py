@@ -1,0 +1,1 @@
+"""The server's services: plain classes over the workspace, with no FastAPI import."""

@@ -1,0 +1,210 @@
+"""One inference call, from uploaded files (or a session) to the result file's bytes.
+
+The server dispatches on the model's type, not on the endpoint (spec 4.5): a segmentation model
+segments, an ``annotation`` model needs extreme points, a ``deepgrow`` model clicks. Everything
+here is blocking and runs in the worker pool.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from carina.archive.schema import ModelType
+from carina.errors import RequestError
+from carina.io import Volume, load_volume, save_volume
+from carina.server.services.params import as_bool, as_point, as_points, as_size
+
+#: Suffixes kept from an uploaded file's name to choose its reader; others are sniffed.
+KNOWN_SUFFIXES = (
+    ".nii.gz",
+    ".nii",
+    ".nrrd",
+    ".mha",
+    ".dcm",
+    ".zip",
+    ".png",
+    ".jpg",
+    ".jpeg",
+)
+#: Result formats a client may ask for (``result_extension``).
+RESULT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".png")
+_DTYPES = {"uint8": np.uint8, "uint16": np.uint16}
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file part, already on local disk (never under its client-given name)."""
+
+    field: str
+    filename: str
+    path: Path
+
+
+@dataclass
+class InferenceOutput:
+    """What a call returns: the params for the client and the result image (None: params only)."""
+
+    params: dict[str, Any]
+    image: bytes | None
+    image_name: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def basename(filename: str) -> str:
+    """The file name after the last ``/`` or ``\\`` (client paths are never used as paths)."""
+    return re.split(r"[/\\]", filename)[-1].strip()
+
+
+def known_suffix(filename: str) -> str:
+    """The reader-choosing suffix of a client's file name, or ``""`` to sniff the content."""
+    name = basename(filename).lower()
+    return next((s for s in KNOWN_SUFFIXES if name.endswith(s) and len(name) > len(s)), "")
+
+
+def choose_inputs(uploads: Sequence[Upload]) -> list[Upload]:
+    """The image parts, per spec 2.3 rule 1: ``image``, else ``datapoint``, else ``file(s)``,
+    else every file part in name order (``image0..N`` of a DICOM series)."""
+    for wanted in (("image",), ("datapoint",), ("file", "files")):
+        chosen = [u for u in uploads if u.field in wanted]
+        if chosen:
+            return chosen
+    return sorted(uploads, key=lambda u: _natural(u.field))
+
+
+def _natural(text: str) -> tuple[Any, ...]:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
+
+
+def read_uploads(uploads: Sequence[Upload], scratch: Path, *, max_bytes: int) -> Volume:
+    """The volume in the chosen upload parts (one file, or several as one DICOM series).
+
+    Raises:
+        RequestError: no file part.
+        ImageReadError: the image cannot be read (the message names the client's file name).
+    """
+    chosen = choose_inputs(uploads)
+    if not chosen:
+        raise RequestError("no image: send the image as a file part (e.g. 'image')")
+    if len(chosen) == 1:
+        return load_volume(_named_copy(chosen[0], scratch, 0), max_bytes=max_bytes)
+    folder = scratch / "series"
+    folder.mkdir()
+    for n, upload in enumerate(chosen):
+        _named_copy(upload, folder, n)
+    return load_volume(folder, max_bytes=max_bytes)
+
+
+def _named_copy(upload: Upload, folder: Path, n: int) -> Path:
+    """The upload under a safe name that keeps its format suffix (hard link when possible)."""
+    stem = basename(upload.filename)
+    suffix = known_suffix(stem)
+    shown = re.sub(r"[^A-Za-z0-9_.-]", "_", stem[: -len(suffix)] if suffix else stem)[:64]
+    target = folder / f"{n:05d}_{shown or 'upload'}{suffix}"
+    try:
+        target.hardlink_to(upload.path)
+    except OSError:
+        shutil.copyfile(upload.path, target)
+    return target
+
+
+def run_model(
+    predictor: Any, kind: ModelType, volume: Volume, params: dict[str, Any]
+) -> tuple[Volume, dict[str, Any], dict[str, float]]:
+    """Run one model on ``volume``: the label map, the params for the client, stage timings.
+
+    Raises:
+        RequestError, GuidanceError: params the model cannot use.
+    """
+    if kind == ModelType.ANNOTATION:
+        points = as_points(params.get("points", params.get("extreme_points")), "points")
+        result = predictor.dextr3d(volume, points)
+        return result.volume, {"points": points}, result.timings
+    if kind == ModelType.DEEPGROW:
+        fg = as_points(params.get("foreground"), "foreground")
+        bg = as_points(params.get("background"), "background")
+        current = as_point(params.get("current_point"), "current_point")
+        if current is None and predictor.is_2d and not fg and bg:
+            current = bg[-1]
+        if not fg:
+            raise RequestError("params.foreground: at least one foreground click is needed")
+        result = predictor.deepgrow(
+            volume,
+            fg,
+            bg,
+            current_point=current,
+            spatial_size=as_size(params.get("spatial_size"), "spatial_size"),
+        )
+        out: dict[str, Any] = {"foreground": fg, "background": bg}
+        if not predictor.is_2d:
+            out["crop"] = result.crop
+        return result.volume, out, result.timings
+    prediction = predictor.predict(volume)
+    mask = np.asarray(prediction.volume.array)
+    points = extreme_points_of(mask)
+    extra = {"points": points, "extreme_points": points, "bbox": bounding_box(mask)}
+    return prediction.volume, extra, prediction.timings
+
+
+def extreme_points_of(mask: np.ndarray[Any, Any]) -> list[list[int]]:
+    """Six extreme points (min and max along each axis) of the foreground; [] when empty."""
+    foreground = np.argwhere(mask > 0)
+    if foreground.size == 0:
+        return []
+    points = []
+    for axis in range(mask.ndim):
+        for pick in (np.argmin, np.argmax):
+            points.append([int(v) for v in foreground[pick(foreground[:, axis])]])
+    return points
+
+
+def bounding_box(mask: np.ndarray[Any, Any]) -> list[list[int]]:
+    """``[[i0, j0, k0], [i1, j1, k1]]`` (inclusive) of the foreground; [] when empty."""
+    foreground = np.argwhere(mask > 0)
+    if foreground.size == 0:
+        return []
+    return [foreground.min(0).tolist(), foreground.max(0).tolist()]
+
+
+def encode_result(
+    volume: Volume, params: dict[str, Any], *, input_suffix: str
+) -> tuple[bytes, str, float]:
+    """The result image as file bytes in the asked format; its file name; seconds taken.
+
+    ``result_extension`` (default: ``.png`` for a PNG input, else ``.nii.gz``), ``result_dtype``
+    (``uint8`` default, ``uint16``) as the browser clients send them; ``.nii.gz``, NRRD and
+    MHA results are always compressed, so ``result_compress`` is only checked.
+
+    Raises:
+        RequestError: an unknown format or dtype.
+    """
+    start = time.perf_counter()
+    default = ".png" if input_suffix == ".png" else ".nii.gz"
+    suffix = str(params.get("result_extension") or default).lower()
+    if not suffix.startswith("."):
+        suffix = "." + suffix
+    if suffix not in RESULT_SUFFIXES:
+        raise RequestError(
+            f"params.result_extension: one of {', '.join(RESULT_SUFFIXES)}, not {suffix!r}"
+        )
+    dtype_name = str(params.get("result_dtype") or "uint8").lower()
+    if dtype_name not in _DTYPES:
+        raise RequestError(f"params.result_dtype: uint8 or uint16, not {dtype_name!r}")
+    as_bool(params.get("result_compress", True), "result_compress")  # always compressed
+    array = np.asarray(volume.array)
+    if dtype_name == "uint8" and array.size and int(array.max()) > 255:
+        dtype_name = "uint16"
+    result = volume.with_array(array.astype(_DTYPES[dtype_name], copy=False))
+    with tempfile.TemporaryDirectory(prefix="carina-result-") as tmp:
+        path = Path(tmp) / f"result{suffix}"
+        save_volume(result, path)
+        data = path.read_bytes()
+    return data, f"result{suffix}", time.perf_counter() - start

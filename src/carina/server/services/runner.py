@@ -1,0 +1,93 @@
+"""The bounded worker pool that runs inferences off the event loop.
+
+``workers`` jobs run at once in threads (PyTorch releases the GIL in its kernels); at most
+``queue_limit`` more wait. A request past that gets :class:`ServerBusyError` (HTTP 503 with
+``Retry-After``) at once instead of waiting without bound. A job that waited while its client
+went away is dropped before it starts; a job past ``timeout`` gives :class:`InferenceTimeoutError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from carina.errors import InferenceTimeoutError, RequestError, ServerBusyError
+
+T = TypeVar("T")
+
+
+class ClientGoneError(RequestError):
+    """The client went away before its job started; the job was not run."""
+
+
+class InferenceRunner:
+    """Runs blocking jobs in a fixed pool with a bounded queue.
+
+    Args:
+        workers: jobs running at once.
+        queue_limit: jobs that may wait for a worker.
+        timeout: seconds a caller waits for its job's result.
+    """
+
+    def __init__(self, *, workers: int, queue_limit: int, timeout: float) -> None:
+        self.workers = workers
+        self.queue_limit = queue_limit
+        self.timeout = timeout
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="carina-infer")
+        self._pending = 0
+        self._running = 0
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        """Jobs accepted and not finished (running or waiting)."""
+        return self._pending
+
+    @property
+    def waiting(self) -> int:
+        """Jobs waiting for a worker."""
+        return max(self._pending - self._running, 0)
+
+    async def run(self, job: Callable[[], T], *, cancelled: threading.Event | None = None) -> T:
+        """Run ``job`` in the pool and return its result.
+
+        Raises:
+            ServerBusyError: the queue is full.
+            InferenceTimeoutError: the job took longer than ``timeout`` (it still finishes).
+            ClientGoneError: ``cancelled`` was set before the job started.
+        """
+        with self._lock:
+            if self._pending >= self.workers + self.queue_limit:
+                raise ServerBusyError(
+                    f"the server is busy ({self._pending} inferences running or waiting); "
+                    "retry shortly",
+                    retry_after=max(1, self._pending // max(self.workers, 1)),
+                )
+            self._pending += 1
+
+        def call() -> T:
+            with self._lock:
+                self._running += 1
+            try:
+                if cancelled is not None and cancelled.is_set():
+                    raise ClientGoneError("the client disconnected before its inference started")
+                return job()
+            finally:
+                with self._lock:
+                    self._running -= 1
+                    self._pending -= 1
+
+        future = asyncio.get_running_loop().run_in_executor(self._pool, call)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        except TimeoutError as exc:
+            raise InferenceTimeoutError(
+                f"the inference took longer than {self.timeout:g} s and was abandoned"
+            ) from exc
+
+    def shutdown(self) -> None:
+        """Finish running jobs and stop the pool."""
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,159 @@
+"""The server's services alone (no HTTP): params, model entries, sessions, the worker pool."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from carina.errors import (
+    ConfigError,
+    InferenceTimeoutError,
+    RequestError,
+    ServerBusyError,
+    SessionExpired,
+    SessionNotFound,
+)
+from carina.io import Volume
+from carina.server.services.inference import (
+    Upload,
+    basename,
+    choose_inputs,
+    extreme_points_of,
+    known_suffix,
+)
+from carina.server.services.params import as_point, as_points, parse_params
+from carina.server.services.registry import check_model_name, entry_from_config
+from carina.server.services.runner import InferenceRunner
+from carina.server.services.sessions import SessionStore
+from carina.server.wire import multipart_response
+
+
+def test_params_in_every_encoding_clients_use() -> None:
+    for empty in (None, "", "null", "{}", b"  "):
+        assert parse_params(empty) == {}
+    assert parse_params('"{\\"a\\": 1}"') == {"a": 1}
+    assert as_points("[[41,71,64],[42,70,60]]", "points") == [[41, 71, 64], [42, 70, 60]]
+    assert as_points([["1", 2.0, 3]], "points") == [[1, 2, 3]]
+    assert as_point([4, 5, 6], "current_point") == [4, 5, 6]
+    assert as_point([[4, 5, 6]], "current_point") == [4, 5, 6]
+    assert as_point("[[4, 5, 6]]", "current_point") == [4, 5, 6]
+    assert as_point(None, "current_point") is None
+    for bad in ("[1, 2]", "[[1.5, 2, 3]]", "[[true, 2, 3]]", '"x"'):
+        with pytest.raises(RequestError):
+            as_points(bad, "points")
+
+
+def test_client_file_names_are_never_paths() -> None:
+    assert basename("C:\\Users\\me\\Temp\\tmpab12cd.nii.gz") == "tmpab12cd.nii.gz"
+    assert basename("/home/u/../../etc/passwd") == "passwd"
+    assert known_suffix("/x/tmp.NII.GZ") == ".nii.gz"
+    assert known_suffix("blob") == "" and known_suffix(".nii.gz") == ""
+    uploads = [Upload(f"image{n}", "f.dcm", Path("x")) for n in (10, 2, 1)]
+    assert [u.field for u in choose_inputs(uploads)] == ["image1", "image2", "image10"]
+    both = [Upload("datapoint", "a", Path("a")), Upload("image", "b", Path("b"))]
+    assert [u.field for u in choose_inputs(both)] == ["image"]
+
+
+def test_model_entries_follow_the_spec_mapping() -> None:
+    clara3 = {
+        "version": 3,
+        "type": "annotation",
+        "labels": ["spleen"],
+        "pre_transforms": [],
+        "inference": {"additional_info": {"organ": "spleen"}},
+    }
+    entry = entry_from_config("ann", clara3, file="config_aiaa.json").model_dump()
+    assert entry["version"] == "3" and entry["padding"] == 20 and entry["roi"] == [128] * 3
+    assert entry["sigma"] == 3.0 and entry["organ"] == "spleen"
+    clara4 = {
+        "version": 1,
+        "type": "deepgrow",
+        "labels": [],
+        "pre_transforms": [
+            {
+                "name": "monai.apps.deepgrow.transforms.AddGuidanceFromPointsd",
+                "args": {"dimensions": 2},
+            }
+        ],
+        "inference": {"meta_data": {}},
+    }
+    assert entry_from_config("dg", clara4, file="f").model_dump()["deepgrow"] == "2D"
+    with pytest.raises(ConfigError, match="type"):
+        entry_from_config("x", {"type": "magic", "labels": []}, file="f")
+    for bad in ("..", "../x", "a/b", ".hidden", "", "x" * 200):
+        with pytest.raises(RequestError):
+            check_model_name(bad)
+
+
+def test_multipart_answer_layout() -> None:
+    response = multipart_response({"points": [[1, 2, 3]]}, b"DATA\r\n--", "result.nii.gz")
+    boundary = response.headers["content-type"].split("boundary=")[1]
+    assert boundary.isalnum() and len(boundary) == 32
+    assert (
+        bytes(response.body)
+        == (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n'
+            f'Content-Type: application/json\r\n\r\n{{"points":[[1,2,3]]}}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+            f'filename="result.nii.gz"\r\nContent-Type: application/octet-stream\r\n\r\n'
+            f"DATA\r\n--\r\n--{boundary}--\r\n"
+        ).encode()
+    )
+    assert response.headers["content-length"] == str(len(response.body))
+
+
+def test_extreme_points_of_a_mask() -> None:
+    mask = np.zeros((8, 8, 8), dtype=np.uint8)
+    mask[2:5, 3:7, 1:2] = 1
+    points = extreme_points_of(mask)
+    assert len(points) == 6 and min(p[0] for p in points) == 2 and max(p[1] for p in points) == 6
+    assert extreme_points_of(np.zeros((2, 2, 2))) == []
+
+
+def test_sessions_expire_and_take_the_shorter_lifetime(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path, default_expiry=3600, max_expiry=100)
+    volume = Volume(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.eye(4))
+    info = store.create(volume, expiry=0)
+    assert info.expiry == 100, "min(default, max)"
+    assert np.array_equal(store.volume(info.name).array, volume.array)
+    short = store.create(volume, expiry=1)
+    time.sleep(2.1)
+    with pytest.raises(SessionExpired):
+        store.volume(short.name)
+    assert not (tmp_path / short.name).exists()
+    store.info(info.name, touch=True)
+    assert store.purge() == 0
+    store.delete(info.name)
+    with pytest.raises(SessionNotFound):
+        store.info(info.name)
+    with pytest.raises(SessionNotFound):
+        store.info("../../etc")
+    with pytest.raises(RequestError):
+        store.create(volume, save_as=".exe")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_worker_pool_bounds_its_queue_and_times_out() -> None:
+    async def scenario() -> None:
+        runner = InferenceRunner(workers=1, queue_limit=1, timeout=5)
+        release = threading.Event()
+        first = asyncio.create_task(runner.run(release.wait))
+        second = asyncio.create_task(runner.run(lambda: 2))
+        await asyncio.sleep(0.05)
+        with pytest.raises(ServerBusyError) as busy:
+            await runner.run(lambda: 3)
+        assert busy.value.retry_after >= 1
+        release.set()
+        assert await first is True and await second == 2
+        slow = InferenceRunner(workers=1, queue_limit=0, timeout=0.1)
+        with pytest.raises(InferenceTimeoutError):
+            await slow.run(lambda: time.sleep(0.5))
+        runner.shutdown()
+        slow.shutdown()
+
+    asyncio.run(scenario())
