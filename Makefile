@@ -52,6 +52,7 @@ demo: venv
 benchmarks: venv
 	$(BIN)/python benchmarks/cli_startup.py
 	$(BIN)/python benchmarks/io.py
+	$(BIN)/python benchmarks/server.py
 	$(BIN)/python benchmarks/interactive.py
 
 clean:

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     inference_workers: int = Field(
         default=1, ge=1, description="Inferences run at once per server process."
     )
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads per inference worker (default: the cores shared among workers).",
+    )
     queue_limit: int = Field(
         default=8, ge=0, description="Inferences that may wait; more get HTTP 503 + Retry-After."
     )

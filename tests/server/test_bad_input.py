@@ -86,7 +86,7 @@ def test_corrupt_and_truncated_images(
         ('{"foreground": "[[1, 2]]"}', "foreground"),
         ('{"foreground": [[1, 2, 3]], "spatial_size": "abc"}', "spatial_size"),
         ('{"foreground": [[1000, 2, 3]]}', "outside"),
-        ('{"background": [[1, 2, 3]]}', "foreground"),
+        ('{"foreground": [[1, 2, 3]], "current_point": [[1, 2, 3], [4, 5, 6]]}', "current_point"),
     ],
 )
 def test_wrong_deepgrow_params(
@@ -236,3 +236,18 @@ def test_admin_token_file_is_private(tmp_path: Path) -> None:
     again = admin_token(tmp_path, None)
     assert not again.generated and again.value == first.value
     assert admin_token(tmp_path, "given").value == "given"
+
+
+def test_optional_features_and_empty_guidance(client: TestClient, spine_ct_path: Path) -> None:
+    dicom = {"dicom": {"server_address": "127.0.0.1", "server_port": 11112, "ae_title": "X"}}
+    status, kind, _ = error_of(client.put("/session/?expiry=0", json=dicom))
+    assert (status, kind) == (501, "NotSupportedError")
+    ngc = {"path": "nvidia/med/clara_ct_seg_spleen_amp", "version": "1"}
+    assert error_of(client.put("/admin/model/spleen", json=ngc, headers=ADMIN))[0] == 501
+    # DeepGrow with no foreground click: nothing to grow, an empty mask (not an error).
+    answer = client.post(
+        "/v1/deepgrow?model=deepgrow_3d&output=json",
+        files=upload(spine_ct_path.read_bytes()),
+        data={"params": '{"foreground": [], "background": [[1, 2, 3]]}'},
+    )
+    assert answer.status_code == 200 and answer.json()["foreground"] == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from pathlib import Path
@@ -138,6 +139,11 @@ def test_sessions_expire_and_take_the_shorter_lifetime(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def sleep_then(value: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return value
+
+
 def test_worker_pool_bounds_its_queue_and_times_out() -> None:
     async def scenario() -> None:
         runner = InferenceRunner(workers=1, queue_limit=1, timeout=5)
@@ -150,6 +156,11 @@ def test_worker_pool_bounds_its_queue_and_times_out() -> None:
         assert busy.value.retry_after >= 1
         release.set()
         assert await first is True and await second == 2
+        # The limit counts from a job's start, not from its wait in the queue.
+        queued = InferenceRunner(workers=1, queue_limit=2, timeout=0.4)
+        runs = [queued.run(functools.partial(sleep_then, n, 0.25)) for n in range(3)]
+        assert await asyncio.gather(*runs) == [0, 1, 2]
+        queued.shutdown()
         slow = InferenceRunner(workers=1, queue_limit=0, timeout=0.1)
         with pytest.raises(InferenceTimeoutError):
             await slow.run(lambda: time.sleep(0.5))

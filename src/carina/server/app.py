@@ -46,7 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(_purge_sessions(services))
         if settings.preload_models:
-            asyncio.get_running_loop().run_in_executor(None, preload_models, services)
+            # A moment after ready: importing torch holds the interpreter for seconds.
+            loop = asyncio.get_running_loop()
+            loop.call_later(1.0, loop.run_in_executor, None, preload_models, services)
         log.info(
             "server ready",
             extra={"version": __version__, "models": len(services.registry.entries())},

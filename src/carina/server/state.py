@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +58,11 @@ class Services:
                 workers=settings.inference_workers,
                 queue_limit=settings.queue_limit,
                 timeout=settings.inference_timeout,
+                initializer=functools.partial(
+                    limit_threads,
+                    settings.torch_threads
+                    or max(1, (os.cpu_count() or 1) // settings.inference_workers),
+                ),
             ),
             metrics=ServerMetrics(),
             admin_token=admin_token(workspace, configured).value,
@@ -63,6 +70,17 @@ class Services:
             # Uploads and decoded copies stay on this replica's local disk, never the workspace.
             scratch=Path(tempfile.mkdtemp(prefix="carina-server-")),
         )
+
+
+def limit_threads(count: int) -> None:
+    """Give the calling worker thread ``count`` CPU threads for its tensor operations.
+
+    OpenMP's thread count is per thread: a worker thread otherwise uses every core, and two
+    workers on two cores would run four threads.
+    """
+    import torch
+
+    torch.set_num_threads(count)
 
 
 def get_services(request: Request) -> Services:

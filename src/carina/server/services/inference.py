@@ -104,11 +104,10 @@ def read_uploads(uploads: Sequence[Upload], scratch: Path, *, max_bytes: int) ->
 
 
 def _named_copy(upload: Upload, folder: Path, n: int) -> Path:
-    """The upload under a safe name that keeps its format suffix (hard link when possible)."""
-    stem = basename(upload.filename)
-    suffix = known_suffix(stem)
-    shown = re.sub(r"[^A-Za-z0-9_.-]", "_", stem[: -len(suffix)] if suffix else stem)[:64]
-    target = folder / f"{n:05d}_{shown or 'upload'}{suffix}"
+    """The upload under a generated name that keeps only its format suffix (hard link when
+    possible): the client's file name may identify a patient and never reaches a message or log.
+    """
+    target = folder / f"image{n:05d}{known_suffix(upload.filename)}"
     try:
         target.hardlink_to(upload.path)
     except OSError:
@@ -132,10 +131,9 @@ def run_model(
         fg = as_points(params.get("foreground"), "foreground")
         bg = as_points(params.get("background"), "background")
         current = as_point(params.get("current_point"), "current_point")
-        if current is None and predictor.is_2d and not fg and bg:
-            current = bg[-1]
-        if not fg:
-            raise RequestError("params.foreground: at least one foreground click is needed")
+        out: dict[str, Any] = {"foreground": fg, "background": bg}
+        if not fg:  # nothing to grow from: an empty mask (clients may send background only)
+            return volume.with_array(np.zeros(volume.shape, dtype=np.uint8)), out, {}
         result = predictor.deepgrow(
             volume,
             fg,
@@ -143,7 +141,6 @@ def run_model(
             current_point=current,
             spatial_size=as_size(params.get("spatial_size"), "spatial_size"),
         )
-        out: dict[str, Any] = {"foreground": fg, "background": bg}
         if not predictor.is_2d:
             out["crop"] = result.crop
         return result.volume, out, result.timings

@@ -12,7 +12,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from carina.errors import InferenceTimeoutError, RequestError, ServerBusyError
 
@@ -29,14 +29,24 @@ class InferenceRunner:
     Args:
         workers: jobs running at once.
         queue_limit: jobs that may wait for a worker.
-        timeout: seconds a caller waits for its job's result.
+        timeout: seconds a job may run, counted from its start (not its wait in the queue).
+        initializer: run once in each worker thread (e.g. its share of the CPU threads).
     """
 
-    def __init__(self, *, workers: int, queue_limit: int, timeout: float) -> None:
+    def __init__(
+        self,
+        *,
+        workers: int,
+        queue_limit: int,
+        timeout: float,
+        initializer: Callable[[], None] | None = None,
+    ) -> None:
         self.workers = workers
         self.queue_limit = queue_limit
         self.timeout = timeout
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="carina-infer")
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="carina-infer", initializer=initializer
+        )
         self._pending = 0
         self._running = 0
         self._lock = threading.Lock()
@@ -68,9 +78,13 @@ class InferenceRunner:
                 )
             self._pending += 1
 
+        loop = asyncio.get_running_loop()
+        started = asyncio.Event()
+
         def call() -> T:
             with self._lock:
                 self._running += 1
+            loop.call_soon_threadsafe(started.set)
             try:
                 if cancelled is not None and cancelled.is_set():
                     raise ClientGoneError("the client disconnected before its inference started")
@@ -80,7 +94,11 @@ class InferenceRunner:
                     self._running -= 1
                     self._pending -= 1
 
-        future = asyncio.get_running_loop().run_in_executor(self._pool, call)
+        future = loop.run_in_executor(self._pool, call)
+        waiting = asyncio.ensure_future(started.wait())
+        either: set[asyncio.Future[Any]] = {waiting, future}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.timeout)
         except TimeoutError as exc:
