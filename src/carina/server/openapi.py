@@ -96,3 +96,36 @@ ADMIN_BODY = _form(
         ),
     }
 )
+
+
+SESSION_INFO_EXAMPLE = {
+    "name": "5f2e344c-eb68-41f1-93be-02fc00000001",
+    "image": "image.nii",
+    "meta": {"shape": [512, 512, 120], "spacing": [0.7, 0.7, 2.5]},
+    "create_ts": 1764360893,
+    "last_access_ts": 1764360893,
+    "expiry": 600,
+}
+CONFIG_EXAMPLE = {
+    "version": "1",
+    "type": "segmentation",
+    "labels": ["L2", "L3", "L4"],
+    "description": "Lumbar vertebrae L2-L4 in CT",
+    "preprocessing": [{"_target_": "carina.engine.transforms.LoadVolumed", "keys": "image"}],
+    "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [48, 40, 32]},
+}
+
+
+def json_example(example: object, description: str = "OK") -> dict[int | str, dict[str, object]]:
+    """A ``responses`` entry: a 200 JSON answer with an example."""
+    return {
+        200: {"description": description, "content": {"application/json": {"example": example}}}
+    }
+
+
+SESSION_CREATED = json_example(
+    {"session_id": SESSION_INFO_EXAMPLE["name"], "session_info": SESSION_INFO_EXAMPLE}
+)
+SESSION_INFO = json_example(SESSION_INFO_EXAMPLE)
+MODEL_ENTRY = json_example(MODELS_EXAMPLE[1])
+MODEL_CONFIG = json_example(CONFIG_EXAMPLE)

@@ -8,7 +8,13 @@ import anyio
 from fastapi import APIRouter, Depends, Request, Response
 
 from carina.errors import AuthError, NotSupportedError, RequestError
-from carina.server.openapi import ADMIN_BODY, TAG_ADMIN_MODEL
+from carina.server.openapi import (
+    ADMIN_BODY,
+    CONFIG_EXAMPLE,
+    MODEL_CONFIG,
+    MODEL_ENTRY,
+    TAG_ADMIN_MODEL,
+)
 from carina.server.routers import request_scratch
 from carina.server.services.params import parse_params
 from carina.server.services.tokens import bearer_matches
@@ -31,13 +37,18 @@ AdminDep = Annotated[Services, Depends(require_admin)]
 router = APIRouter(tags=[TAG_ADMIN_MODEL])
 
 
-@router.get("/admin/model/{name}", summary="Get a model's serving config")
+@router.get("/admin/model/{name}", summary="Get a model's serving config", responses=MODEL_CONFIG)
 def get_model_config(name: str, services: AdminDep) -> Response:
     """The model's current ``config_aiaa.json``."""
     return json_response(services.registry.config(name))
 
 
-@router.put("/admin/model/{name}", summary="Install or replace a model", openapi_extra=ADMIN_BODY)
+@router.put(
+    "/admin/model/{name}",
+    summary="Install or replace a model",
+    openapi_extra=ADMIN_BODY,
+    responses=MODEL_ENTRY,
+)
 async def put_model(name: str, request: Request, services: AdminDep) -> Response:
     """Multipart ``data`` = an archive zip, or ``config`` (config_aiaa.json) + ``data`` (model.ts
     or model.pt). The archive is validated (no code, config loads, weights fit) before it replaces
@@ -68,7 +79,12 @@ async def put_model(name: str, request: Request, services: AdminDep) -> Response
     return json_response(entry.model_dump())
 
 
-@router.patch("/admin/model/{name}", summary="Replace a model's serving config")
+@router.patch(
+    "/admin/model/{name}",
+    summary="Replace a model's serving config",
+    openapi_extra={"requestBody": {"content": {"application/json": {"example": CONFIG_EXAMPLE}}}},
+    responses=MODEL_ENTRY,
+)
 async def patch_model(name: str, request: Request, services: AdminDep) -> Response:
     """JSON body = a new ``config_aiaa.json``; the weights stay. Validated before it is used."""
     config = parse_params(await request.body())
@@ -78,7 +94,7 @@ async def patch_model(name: str, request: Request, services: AdminDep) -> Respon
     return json_response(entry.model_dump())
 
 
-@router.delete("/admin/model/{name}", summary="Remove a model")
+@router.delete("/admin/model/{name}", summary="Remove a model", responses=MODEL_ENTRY)
 def delete_model(name: str, services: AdminDep) -> Response:
     """Unload and remove the model; answers its last entry."""
     return json_response(services.registry.delete(name).model_dump())

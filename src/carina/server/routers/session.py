@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from carina.errors import NotSupportedError, RequestError
-from carina.server.openapi import SESSION_BODY, TAG_API
+from carina.server.openapi import SESSION_BODY, SESSION_CREATED, SESSION_INFO, TAG_API
 from carina.server.routers import both, request_scratch
 from carina.server.routers.v1 import _in_pool
 from carina.server.services.inference import read_uploads
@@ -28,6 +28,7 @@ router = APIRouter(tags=[TAG_API])
     "series). `expiry` in seconds (0 or absent: the server default, 3600); the server "
     "grants at most its maximum. Answer: `session_id` and `session_info`.",
     openapi_extra=SESSION_BODY,
+    responses=SESSION_CREATED,
 )
 async def create_session(
     request: Request,
@@ -53,14 +54,14 @@ async def create_session(
     return json_response({"session_id": info.name, "session_info": info.model_dump()})
 
 
-@router.get("/session/{session_id}", summary="Get a session")
+@router.get("/session/{session_id}", summary="Get a session", responses=SESSION_INFO)
 def get_session(session_id: str, services: ServicesDep, update_ts: str | None = None) -> Response:
     """The session's info; ``update_ts=true`` refreshes its last access. 404 when unknown."""
     touch = as_bool(update_ts, "update_ts") if update_ts else False
     return json_response(services.sessions.info(session_id, touch=touch).model_dump())
 
 
-@router.delete("/session/{session_id}", summary="Delete a session")
+@router.delete("/session/{session_id}", summary="Delete a session", responses=SESSION_INFO)
 def delete_session(session_id: str, services: ServicesDep) -> Response:
     """Delete the session and its image. 404 when unknown."""
     return json_response(services.sessions.delete(session_id).model_dump())
