@@ -40,7 +40,10 @@ def serve(
     token = prepare_admin_token(settings)
     if token.generated:
         err_console.print(
-            f"Admin token (shown once; kept in {token.path} with mode 0600): [bold]{token.value}[/]"
+            f"Admin token (shown once; kept in {token.path} with mode 0600):\n"
+            f"[bold]{token.value}[/]",
+            soft_wrap=True,
+            highlight=False,
         )
     tls = None
     if ssl_certfile is not None and ssl_keyfile is not None:
