@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import nibabel as nib
 import numpy as np
 import pytest
@@ -30,18 +25,13 @@ from carina.client import (
 )
 from carina.io import Volume, load_volume
 from carina.zoo import install_archive, zoo_archive_path
+from tests.servers import ADMIN_TOKEN, start_server
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "test-admin-token"
+TOKEN = ADMIN_TOKEN
 #: The centre [i, j, k] of vertebra L3 in the shipped spine CT (73 x 47 x 73).
 BONE = [26, 21, 35]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -50,46 +40,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     workspace = tmp_path_factory.mktemp("workspace")
     for name in ("spine_ct_vertebrae", "deepgrow_2d"):
         install_archive(name, workspace)
-    port = free_port()
-    env = {
-        **os.environ,
-        "CARINA_ADMIN_TOKEN": TOKEN,
-        "CARINA_DEVICE": "cpu",
-        "CARINA_GRACE_PERIOD": "1",
-    }
-    env.pop("CARINA_API_TOKEN", None)
-    command = [sys.executable, "-m", "carina", "serve", "--workspace", str(workspace)]
-    log_path = workspace.parent / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*command, "--host", "127.0.0.1", "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
+    running = start_server(workspace, env={"CARINA_DEVICE": "cpu", "CARINA_GRACE_PERIOD": "1"})
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited ({process.returncode}):\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server was not ready in 60 s:\n{log_path.read_text()}")
-            time.sleep(0.2)
-        yield url
+        yield running.url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        running.stop()
 
 
 @pytest.fixture(scope="module")

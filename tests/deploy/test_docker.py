@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from carina.server.run import self_signed_certificate
-from tests.server.conftest import free_port
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "deploy" / "docker"

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import torch
 
 from carina.zoo import install_archive
+from tests.servers import ServerProcess, start_server
 
-ADMIN_TOKEN = "test-admin-token"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "archives"
 
 
@@ -57,78 +48,6 @@ def workspace(tmp_path: Path, model_store: Path) -> Path:
     return folder
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class ServerProcess:
-    """A ``carina serve`` process on 127.0.0.1 (its own process group)."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    port: int
-    log: Path
-
-    def stop(self, sig: int = signal.SIGTERM, *, timeout: float = 30) -> int:
-        """Signal the process group and wait; kill it if it does not exit."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        return int(self.process.returncode)
-
-
-def start_server(workspace: Path, *, env: dict[str, str] | None = None) -> ServerProcess:
-    """Start ``carina serve`` on a free port and wait until ``/health/ready`` answers 200."""
-    port = free_port()
-    log = workspace.parent / f"serve-{port}.log"
-    environment = {
-        **os.environ,
-        "CARINA_ADMIN_TOKEN": ADMIN_TOKEN,
-        "OMP_NUM_THREADS": "1",
-        "CARINA_PRELOAD_MODELS": "false",
-        **(env or {}),
-    }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "carina",
-                "serve",
-                "--workspace",
-                str(workspace),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=environment,
-            start_new_session=True,
-        )
-    server = ServerProcess(process, f"http://127.0.0.1:{port}", port, log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"carina serve exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{server.url}/health/ready", timeout=2).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    server.stop(signal.SIGKILL)
-    raise RuntimeError("carina serve did not become ready in 60 s")
-
-
 @pytest.fixture
 def server(workspace: Path) -> Iterator[ServerProcess]:
     """One real server on a fresh workspace, stopped at the end."""
@@ -151,7 +70,3 @@ def shared_server(
         yield running
     finally:
         running.stop()
-
-
-def params_json(value: object) -> str:
-    return json.dumps(value)

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from carina.server import create_app
 from carina.settings import Settings
-from tests.server.conftest import ADMIN_TOKEN, ServerProcess
+from tests.servers import ADMIN_TOKEN, ServerProcess
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 

@@ -4,11 +4,7 @@ description, and the model cache (memory budget, reload on change)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +17,7 @@ from fastapi.testclient import TestClient
 from carina.server import create_app
 from carina.server.services.registry import ModelRegistry
 from carina.settings import Settings
-from tests.server.conftest import free_port
+from tests.servers import start_server
 
 
 def make_client(workspace: Path, **settings: object) -> TestClient:
@@ -37,38 +33,14 @@ def client(workspace: Path) -> Iterator[TestClient]:
 
 @pytest.mark.integration
 def test_self_signed_tls(workspace: Path) -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "carina",
-            "serve",
-            "--workspace",
-            str(workspace),
-            "--port",
-            str(port),
-            "--ssl-self-signed",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "CARINA_ADMIN_TOKEN": "a", "CARINA_PRELOAD_MODELS": "false"},
-        start_new_session=True,
-    )
+    server = start_server(workspace, args=["--ssl-self-signed"], tls=True)
     try:
-        deadline, answer = time.monotonic() + 60, None
-        while time.monotonic() < deadline and answer is None:
-            try:
-                answer = httpx.get(f"https://127.0.0.1:{port}/health/live", verify=False)
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        assert answer is not None and answer.status_code == 200
+        assert httpx.get(f"{server.url}/health/live", verify=False).status_code == 200
         with pytest.raises(httpx.HTTPError):
-            httpx.get(f"http://127.0.0.1:{port}/health/live")
+            httpx.get(f"http://127.0.0.1:{server.port}/health/live")
         assert not list(workspace.rglob("*.pem")), "TLS keys stay off the shared workspace"
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)
+        server.stop()
 
 
 def test_optional_api_token_guards_all_but_health_and_docs(workspace: Path) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from carina.io import Volume, save_volume
-from tests.server.conftest import ADMIN_TOKEN, ServerProcess, start_server
+from tests.servers import ADMIN_TOKEN, ServerProcess, start_server
 
 pytestmark = pytest.mark.integration
 

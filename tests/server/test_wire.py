@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from carina.io import Volume, load_volume, save_volume
-from tests.server.conftest import ServerProcess
 from tests.server.wire import (
     browser_request,
     parse_multipart_poco,
@@ -23,6 +22,7 @@ from tests.server.wire import (
     python_request,
     send_raw,
 )
+from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from carina.errors import ImageReadError, ImageWriteError
 from carina.io.volume import ImageFormat
 
-_READ_SUFFIXES: dict[str, ImageFormat] = {
+#: Formats and suffixes :func:`carina.io.load_volume` reads by suffix (others are sniffed).
+READ_SUFFIXES: dict[str, ImageFormat] = {
     ".nii.gz": ImageFormat.NIFTI,
     ".nii": ImageFormat.NIFTI,
     ".nrrd": ImageFormat.NRRD,
@@ -52,8 +53,8 @@ def read_format(path: Path) -> ImageFormat:
     if path.is_dir():
         return ImageFormat.DICOM
     suffix = suffix_of(path)
-    if suffix in _READ_SUFFIXES:
-        return _READ_SUFFIXES[suffix]
+    if suffix in READ_SUFFIXES:
+        return READ_SUFFIXES[suffix]
     try:
         with path.open("rb") as stream:
             head = stream.read(1024)
@@ -61,7 +62,7 @@ def read_format(path: Path) -> ImageFormat:
         raise ImageReadError(path, f"cannot open the file ({exc.strerror})") from exc
     sniffed = sniff_format(head)
     if sniffed is None:
-        known = ", ".join(sorted(_READ_SUFFIXES))
+        known = ", ".join(sorted(READ_SUFFIXES))
         shown = f"suffix {suffix!r}" if suffix else "no suffix"
         raise ImageReadError(
             path, f"unknown image format ({shown}, content not recognised); supported: {known}"

@@ -21,22 +21,13 @@ import numpy as np
 from carina.archive.schema import ModelType
 from carina.errors import RequestError
 from carina.io import Volume, load_volume, save_volume
+from carina.io.formats import READ_SUFFIXES, WRITE_SUFFIXES
 from carina.server.services.params import as_bool, as_point, as_points, as_size
 
-#: Suffixes kept from an uploaded file's name to choose its reader; others are sniffed.
-KNOWN_SUFFIXES = (
-    ".nii.gz",
-    ".nii",
-    ".nrrd",
-    ".mha",
-    ".dcm",
-    ".zip",
-    ".png",
-    ".jpg",
-    ".jpeg",
-)
-#: Result formats a client may ask for (``result_extension``).
-RESULT_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".png")
+#: Suffixes kept from an uploaded file's name to choose its reader (others are sniffed), and the
+#: result formats a client may ask for (``result_extension``): those of ``carina.io``.
+KNOWN_SUFFIXES = tuple(sorted(READ_SUFFIXES, key=len, reverse=True))
+RESULT_SUFFIXES = tuple(WRITE_SUFFIXES)
 _DTYPES = {"uint8": np.uint8, "uint16": np.uint16}
 
 

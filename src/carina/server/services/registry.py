@@ -178,13 +178,18 @@ class ModelRegistry:
         Raises:
             ModelNotFound: no such model, or its archive is broken (the reason is given).
         """
+        entry, _ = self._servable(name)
+        return entry
+
+    def _servable(self, name: str) -> tuple[ModelEntry, Signature]:
+        """The entry of a servable model and the file signature it was read at."""
         check_model_name(name)
         known = self._refresh(name)
         if known is None:
             raise ModelNotFound(f"model {name!r} not found")
         if known.entry is None:
             raise ModelNotFound(f"model {name!r} cannot be served: {known.problem}")
-        return known.entry
+        return known.entry, known.signature
 
     def loaded_count(self) -> int:
         """How many networks are in memory."""
@@ -240,8 +245,7 @@ class ModelRegistry:
             ModelNotFound: no such model.
             ConfigError, ArchiveError: the archive cannot be loaded.
         """
-        self.entry(name)
-        signature = _signature(self.models / name)
+        _, signature = self._servable(name)
         with self._lock:
             loaded = self._loaded.get(name)
             if loaded is not None and loaded.signature == signature:
