@@ -9,8 +9,11 @@ TORCH_VERSION := 2.13.0
 TPTBOX_VERSION := 1.1.0
 STAMP := $(VENV)/.carina-installed
 CHECKED := src tests benchmarks
+# checkov pins packages that break the project's venv (DESIGN.md), so it gets a venv of its own.
+CHECKOV_VERSION := 3.3.30
+CHECKOV := .tools/checkov/bin/checkov
 
-.PHONY: venv system-deps lint typecheck test test-all demo benchmarks clean
+.PHONY: venv tools system-deps lint typecheck test test-all demo benchmarks clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +26,14 @@ $(STAMP): pyproject.toml Makefile
 
 venv: $(STAMP)
 
+$(CHECKOV): Makefile
+	@test -x .tools/checkov/bin/python || $(PYTHON) -m venv .tools/checkov
+	.tools/checkov/bin/python -m pip install --quiet --upgrade pip
+	.tools/checkov/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+	@touch $(CHECKOV)
+
+tools: $(CHECKOV)
+
 system-deps:
 	@bash .ci/system-deps.sh
 
@@ -33,10 +44,10 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy src
 
-test: venv system-deps lint typecheck
+test: venv tools system-deps lint typecheck
 	$(BIN)/pytest
 
-test-all: venv system-deps lint typecheck
+test-all: venv tools system-deps lint typecheck
 	$(BIN)/pytest -m "slow or not slow"
 
 DEMO_WORKSPACE ?= workspace
@@ -56,4 +67,4 @@ benchmarks: venv
 	$(BIN)/python benchmarks/interactive.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

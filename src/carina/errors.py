@@ -131,3 +131,7 @@ class InferenceTimeoutError(CarinaError):
 
 class NotSupportedError(CarinaError):
     """An optional feature of the protocol that this server does not offer (HTTP 501)."""
+
+
+class CloudError(CarinaError):
+    """An AWS call failed, or a stack did not reach the state asked for (the message says why)."""

@@ -11,6 +11,7 @@ import typer
 
 from carina import __version__
 from carina.cli import archive as archive_commands
+from carina.cli import aws as aws_commands
 from carina.cli import client as client_commands
 from carina.cli import data as data_commands
 from carina.cli import engine as engine_commands
@@ -39,6 +40,7 @@ app.command("infer")(engine_commands.infer)
 app.command("export")(engine_commands.export)
 app.command("serve")(serve_commands.serve)
 app.add_typer(client_commands.app, name="client")
+app.add_typer(aws_commands.app, name="aws")
 
 
 def _show_version(value: bool) -> None:
