@@ -15,6 +15,7 @@ from carina.cli import aws as aws_commands
 from carina.cli import client as client_commands
 from carina.cli import data as data_commands
 from carina.cli import engine as engine_commands
+from carina.cli import fl as fl_commands
 from carina.cli import images as image_commands
 from carina.cli import info as info_commands
 from carina.cli import serve as serve_commands
@@ -41,6 +42,7 @@ app.command("export")(engine_commands.export)
 app.command("serve")(serve_commands.serve)
 app.add_typer(client_commands.app, name="client")
 app.add_typer(aws_commands.app, name="aws")
+app.add_typer(fl_commands.app, name="fl")
 
 
 def _show_version(value: bool) -> None:

@@ -41,6 +41,8 @@ class TrainOptions:
         resume: continue from ``models/checkpoint_last.pt``.
         device: ``cpu``, ``cuda``, ``cuda:1``... (default: CUDA when present).
         progress: called with progress reports on rank 0.
+        handlers: called with the trainer before it runs, to attach more handlers (federated
+            learning adds its proximal or control-variate gradient terms this way).
     """
 
     dataset: Path | None = None
@@ -51,6 +53,7 @@ class TrainOptions:
     resume: bool = False
     device: str | None = None
     progress: Callable[[dict[str, Any]], None] | None = None
+    handlers: list[Callable[[Any], None]] = field(default_factory=list)
 
 
 @dataclass
@@ -59,6 +62,7 @@ class TrainResult:
 
     best_metric: float
     best_epoch: int
+    last_metric: float
     epochs: int
     iterations: int
     device: str
@@ -300,6 +304,8 @@ def _run(
             load_path=str(layout.last_checkpoint), load_dict=load, map_location=cast(Any, "cpu")
         ).attach(trainer)
         _restore_best(layout.last_checkpoint, evaluator)
+    for attach in options.handlers:
+        attach(trainer)
     layout.models_dir.mkdir(parents=True, exist_ok=True)
     trainer.run()
     if context.is_main and not layout.weights.is_file():
@@ -307,6 +313,7 @@ def _run(
     return TrainResult(
         best_metric=float(getattr(evaluator.state, "best_metric", -1.0)),
         best_epoch=int(getattr(evaluator.state, "best_metric_epoch", -1)),
+        last_metric=float(evaluator.state.metrics.get("val_mean_dice", -1.0)),
         epochs=int(trainer.state.epoch),
         iterations=int(trainer.state.iteration),
         device=str(device),

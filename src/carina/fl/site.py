@@ -1,0 +1,164 @@
+"""One site's part of a federated round, with Carina's own engine: no FLARE imports here.
+
+A :class:`LocalSite` keeps a private copy of the archive's configs in its work folder (never the
+weights of the archive it came from, and never another site's data). Each round it scores the
+global model on its validation cases, trains from it for a few local epochs on its training cases,
+and returns the new weights with its metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from carina.errors import DatasetError
+from carina.fl.weights import NumpyWeights, to_numpy, to_state_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What a site sends back after a round.
+
+    Attributes:
+        weights: the locally trained weights (full model).
+        metrics: ``global_dice`` (the received model on this site's validation cases),
+            ``local_dice`` (the trained model, same cases), ``steps`` and ``train_cases``.
+        steps: optimiser steps taken (FedAvg weights sites by them).
+        meta: algorithm data for the server (SCAFFOLD's control-variate update).
+    """
+
+    weights: NumpyWeights
+    metrics: dict[str, float]
+    steps: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def site_data(dataset: str) -> tuple[dict[str, Any], Path | None]:
+    """Archive overrides and dataset folder for a site's data: a shipped name or a folder.
+
+    Raises:
+        DatasetError: neither an existing dataset folder or datalist nor a shipped dataset name.
+    """
+    from carina.data import DATASETS
+
+    path = Path(dataset).expanduser()
+    if path.exists():
+        return {}, path
+    if dataset in DATASETS:
+        return {"DATASET": dataset}, None
+    raise DatasetError(
+        f"site data {dataset!r}: no such dataset folder, and not a shipped dataset "
+        f"({', '.join(sorted(DATASETS))})"
+    )
+
+
+@dataclass
+class LocalSite:
+    """A site's archive copy and data.
+
+    Attributes:
+        archive: the archive the job was made from (only its configs are copied).
+        work_dir: this site's folder (its archive copy, logs).
+        dataset: a shipped dataset name or a dataset folder at this site.
+        data_dir: where shipped datasets are exported.
+        device: torch device (default CUDA when present).
+        seed: the archive's seed is offset by the round, so augmentations differ between rounds.
+        handlers: extra trainer handlers, built per round from the global weights (FedProx).
+    """
+
+    archive: Path
+    work_dir: Path
+    dataset: str
+    data_dir: Path
+    device: str | None = None
+    handlers: list[Callable[[dict[str, torch.Tensor]], Callable[[Any], None]]] = field(
+        default_factory=list
+    )
+
+    def __post_init__(self) -> None:
+        self.overrides, self.dataset_path = site_data(self.dataset)
+        self.copy = self.work_dir / "archive"
+        if not self.copy.is_dir():
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            staging = self.work_dir / "archive.partial"
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(self.archive / "config", staging / "config")
+            (staging / "models").mkdir()
+            staging.rename(self.copy)
+
+    def _open(self, **extra: Any) -> Any:
+        from carina.archive import Archive
+
+        return Archive.open(self.copy, overrides={**self.overrides, **extra})
+
+    def template(self) -> dict[str, torch.Tensor]:
+        """The archive's network, freshly built: names, shapes and dtypes of its tensors."""
+        from carina.engine.network import build_network
+
+        return dict(build_network(self._open().train_config().resolved).state_dict())
+
+    def evaluate(self, weights: Mapping[str, Any]) -> float:
+        """Mean Dice of ``weights`` on this site's validation cases."""
+        from carina.engine.evaluate import validate_archive
+
+        archive = self._open()
+        torch.save(to_state_dict(weights, self.template()), archive.layout.weights)
+        result = validate_archive(
+            archive, dataset=self.dataset_path, data_dir=self.data_dir, device=self.device
+        )
+        return float(result.mean_dice)
+
+    def train_round(
+        self,
+        weights: Mapping[str, Any],
+        *,
+        epochs: int,
+        round_: int,
+        finish: Callable[[torch.nn.Module, int], dict[str, Any]] | None = None,
+    ) -> RoundResult:
+        """Score ``weights`` here, train from them for ``epochs``, return the new weights.
+
+        ``finish(network, steps)`` runs after local training; what it returns goes into the
+        result's ``meta`` (SCAFFOLD sends its control-variate update this way).
+        """
+        from carina.engine.train import TrainOptions, train_archive
+
+        global_dice = self.evaluate(weights)
+        start = to_state_dict(weights, self.template())
+        initial = self.work_dir / "global.pt"
+        torch.save(start, initial)
+        archive = self._open(epochs=epochs, seed=self._seed() + round_)
+        options = TrainOptions(
+            dataset=self.dataset_path,
+            data_dir=self.data_dir,
+            pretrained=initial,
+            device=self.device,
+            handlers=[make(start) for make in self.handlers],
+        )
+        result = train_archive(archive, options)
+        trained = to_numpy(result.network.state_dict())
+        metrics = {
+            "global_dice": global_dice,
+            "local_dice": result.last_metric,
+            "steps": float(result.iterations),
+            "epochs": float(result.epochs),
+        }
+        log.info(
+            "round %d: global Dice %.4f, after local training %.4f",
+            round_,
+            global_dice,
+            result.last_metric,
+        )
+        meta = finish(result.network, result.iterations) if finish is not None else {}
+        return RoundResult(weights=trained, metrics=metrics, steps=result.iterations, meta=meta)
+
+    def _seed(self) -> int:
+        return int(self._open().train_config().settings.seed)
