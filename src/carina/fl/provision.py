@@ -112,14 +112,15 @@ class PocResult(FLResult):
 
 
 def _start(kit: Path, module: str, config: str, extra: list[str], env: dict[str, str]) -> Any:
-    log = (kit / "carina_poc.log").open("wb")
+    """Start one FLARE process from its kit, in its own session, its output in the kit's log."""
     command = [
         sys.executable, "-u", "-m", module, "-m", str(kit), "-s", config,
         "--set", "secure_train=true", "config_folder=config", *extra,
     ]  # fmt: skip
-    return subprocess.Popen(
-        command, cwd=kit, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
+    with (kit / "carina_poc.log").open("ab") as log:
+        return subprocess.Popen(
+            command, cwd=kit, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
 
 
 def run_poc(
@@ -255,3 +256,5 @@ def _stop(processes: list[Any]) -> None:
         except psutil.NoSuchProcess:
             continue
     psutil.wait_procs(alive, timeout=10)
+    for process in processes:
+        process.wait(timeout=10)  # reap them

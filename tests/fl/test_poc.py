@@ -1,0 +1,68 @@
+"""A provisioned proof of concept: real FLARE server and sites on 127.0.0.1 over mutual TLS, one
+round of the archive's job, then everything stopped (process trees killed if need be)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+
+from carina.fl.job import JobSpec
+from carina.fl.provision import Kits, project_file, provision, run_poc
+from tests.fl.conftest import quick_archive
+from tests.servers import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_provisioned_kits_hold_mutual_tls_material(tmp_path: Path) -> None:
+    project = project_file(
+        tmp_path / "project.yml", name="hospital_net", sites=["site-1", "site-2"], port=free_port()
+    )
+    kits = Kits.find(provision(project, tmp_path / "kits"))
+    assert set(kits.sites) == {"site-1", "site-2"}
+    for kit in [kits.server, kits.admin, *kits.sites.values()]:
+        assert (kit / "startup" / "rootCA.pem").is_file()
+        assert list((kit / "startup").glob("*.key")), f"{kit.name} has its own private key"
+    server = json.loads((kits.server / "startup" / "fed_server.json").read_text())
+    assert "ssl_private_key" in json.dumps(server) or "server.key" in json.dumps(server)
+
+
+def test_a_bad_project_file_is_named(tmp_path: Path) -> None:
+    from carina.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no such project file"):
+        provision(tmp_path / "missing.yml", tmp_path / "kits")
+    broken = tmp_path / "broken.yml"
+    broken.write_text("api_version: 3\nname: x\nparticipants: []\n")
+    with pytest.raises(ConfigError, match=r"broken\.yml: provisioning failed"):
+        provision(broken, tmp_path / "kits")
+
+
+def test_poc_runs_one_round_over_mutual_tls(tmp_path: Path, data_dir: Path) -> None:
+    sites = {"site-1": "spine_ct_vertebra", "site-2": "spine_mr_vertebra"}
+    project = project_file(
+        tmp_path / "project.yml", name="poc", sites=list(sites), port=free_port()
+    )
+    kits = provision(project, tmp_path / "kits")
+    archive = quick_archive(tmp_path / "archive", iterations=4)
+    before = {p.pid for p in psutil.process_iter()}
+    lines: list[str] = []
+    spec = JobSpec(archive=archive, sites=sites, rounds=1, threads=1)
+    result = run_poc(spec, kits, data_dir=data_dir, timeout=600, progress=lines.append)
+    assert "COMPLETED" in result.status
+    assert any("mutual TLS" in line for line in lines)
+    assert (archive / "models" / "model.pt").is_file()
+    assert set(result.final) == set(sites)
+    metrics = json.loads((archive / "eval" / "fl_metrics.json").read_text())
+    assert len(metrics["rounds"]) == 1
+    leftovers = [
+        p
+        for p in psutil.process_iter(["pid", "cmdline"])
+        if p.pid not in before and "nvflare" in " ".join(p.info["cmdline"] or [])
+    ]
+    assert leftovers == [], "every FLARE process is gone"
+    subprocess.run(["true"], check=True)
