@@ -65,6 +65,7 @@ benchmarks: venv
 	$(BIN)/python benchmarks/io.py
 	$(BIN)/python benchmarks/server.py
 	$(BIN)/python benchmarks/interactive.py
+	$(BIN)/python benchmarks/fl.py
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

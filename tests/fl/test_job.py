@@ -84,6 +84,7 @@ def test_algorithms_choose_their_controller(
     job = write_job(JobSpec(archive=FL_ARCHIVE, sites=SITES, algorithm=algorithm), tmp_path)
     workflow = config(job, "app_server")["workflows"][0]
     assert workflow["path"] == controller
+    assert workflow["args"]["num_rounds"] == 3 and workflow["args"]["num_clients"] == 2
     if algorithm == Algorithm.FEDPROX:
         assert workflow["args"]["fedprox_mu"] == 0.01
     assert f'"{algorithm.value}"' in json.dumps(config(job, "app_site-1"))

@@ -59,20 +59,24 @@ class FedOptServer(FedAvg):  # type: ignore[misc]
         optimizer: ``momentum`` (FedAvgM: v = beta1 v + d; w += lr v) or ``adam`` (FedAdam).
         server_lr: the server learning rate.
         beta1, beta2, tau: momentum and Adam constants (tau keeps the Adam step finite).
-        kwargs: FedAvg's own arguments (num_clients, num_rounds, persistor_id, ...).
+        num_clients, num_rounds, persistor_id: as for FedAvg.
     """
 
     def __init__(
         self,
         *,
+        num_clients: int,
+        num_rounds: int,
+        persistor_id: str = "persistor",
         optimizer: str = "momentum",
         server_lr: float = 1.0,
         beta1: float = 0.9,
         beta2: float = 0.99,
         tau: float = 1e-3,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        # Named here, not passed through **kwargs: FLARE's job export writes a component's
+        # arguments from its own signature.
+        super().__init__(num_clients=num_clients, num_rounds=num_rounds, persistor_id=persistor_id)
         if optimizer not in ("momentum", "adam"):
             raise ValueError(f"optimizer {optimizer!r}: give momentum or adam")
         self.optimizer = optimizer
