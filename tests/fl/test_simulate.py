@@ -108,6 +108,7 @@ def local_only(archive: Path, dataset: str, epochs: int, data_dir: Path) -> floa
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_acceptance_federated_beats_local_only_and_survives_the_percentile_filter(
     tmp_path: Path, data_dir: Path
 ) -> None:
@@ -142,3 +143,34 @@ def test_acceptance_federated_beats_local_only_and_survives_the_percentile_filte
     with_filter = simulate(private, workspace=tmp_path / "ws-filter", data_dir=data_dir)
     print({"percentile_75": with_filter.final, "mean": with_filter.mean_dice})
     assert with_filter.mean_dice >= result.mean_dice - 0.05
+
+
+def test_cli_simulate_reports_each_round(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from carina.cli.main import app
+
+    monkeypatch.setenv("CARINA_DATA_DIR", str(data_dir))
+    archive = quick_archive(tmp_path / "archive", iterations=4)
+    sites = [item for site, data in SITES.items() for item in ("--site", f"{site}={data}")]
+    result = CliRunner().invoke(
+        app,
+        [
+            "fl",
+            "simulate",
+            str(archive),
+            *sites,
+            "--rounds",
+            "2",
+            "--threads",
+            "1",
+            "--workspace",
+            str(tmp_path / "ws"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "round 1/2: global model Dice at the sites: site-1 " in result.stderr
+    assert "round 2/2" in result.stderr
+    assert "2 rounds in" in result.stdout and "mean" in result.stdout
