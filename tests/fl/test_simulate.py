@@ -114,7 +114,7 @@ def test_acceptance_federated_beats_local_only_and_survives_the_percentile_filte
 ) -> None:
     from tests.fl.conftest import FL_ARCHIVE
 
-    rounds, local_epochs = 3, 3
+    rounds, local_epochs = 3, 4
     federated = tmp_path / "federated"
     shutil.copytree(FL_ARCHIVE, federated)
     spec = JobSpec(
