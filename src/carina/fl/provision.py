@@ -25,7 +25,7 @@ from typing import Any
 from carina.errors import ConfigError
 from carina.fl.components import GLOBAL_MODEL
 from carina.fl.job import JobSpec, write_job
-from carina.fl.simulate import FLError, FLResult, _finish, read_rounds, write_metrics
+from carina.fl.simulate import FLError, FLResult, install_result
 
 
 def provision(project: Path, workspace: Path) -> Path:
@@ -140,8 +140,6 @@ def run_poc(
     """
     from nvflare.fuel.flare_api.flare_api import new_secure_session
 
-    from carina.archive import Archive
-
     say = progress or (lambda _line: None)
     kits = Kits.find(kits_dir)
     missing = [site for site in spec.sites if site not in kits.sites]
@@ -178,26 +176,13 @@ def run_poc(
             status = str(session.get_job_status(job_id))
             result_dir = Path(session.download_job_result(job_id))
         server = _result_workspace(result_dir)
-        rounds = read_rounds(server)
         if "COMPLETED" not in status or not (server / GLOBAL_MODEL).is_file():
             reasons = _site_reasons([kits.sites[s] for s in spec.sites], job_id)
             raise FLError(f"job {job_id} ended {status}" + (f": {reasons}" if reasons else ""))
-        archive = Archive.open(spec.archive)
-        weights, previous, final, size = _finish(archive, server / GLOBAL_MODEL, spec, data_dir)
-        result = PocResult(
-            rounds=rounds,
-            final=final,
-            mean_dice=sum(final.values()) / len(final),
-            weights=weights,
-            previous=previous,
-            seconds=time.time() - started,
-            bytes_per_round=2 * size * len(spec.sites),
-            workspace=server,
-            job_id=job_id,
-            status=status,
-        )
-        write_metrics(archive, spec, result)
-        return result
+        return install_result(
+            PocResult, spec, server, data_dir, started=started, workspace=server,
+            job_id=job_id, status=status,
+        )  # fmt: skip
     finally:
         if session is not None:
             with contextlib.suppress(Exception):  # the processes are killed below anyway

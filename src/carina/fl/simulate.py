@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from carina.errors import CarinaError
 from carina.fl.client import ERROR_MARKER
@@ -28,6 +28,7 @@ from carina.fl.components import GLOBAL_MODEL
 from carina.fl.job import JobSpec, write_job
 
 Progress = Callable[[dict[str, Any]], None]
+_Result = TypeVar("_Result", bound="FLResult")
 
 
 class FLError(CarinaError):
@@ -74,8 +75,6 @@ def simulate(
         FLError: a site failed (its reason quoted), the simulator failed, or ``timeout`` passed;
             the archive is unchanged.
     """
-    from carina.archive import Archive
-
     spec.python = sys.executable
     started = time.time()
     if workspace.exists():
@@ -94,10 +93,27 @@ def simulate(
     rounds = read_rounds(server)
     if code != 0 or len(rounds) < spec.rounds or not (server / GLOBAL_MODEL).is_file():
         raise FLError(failure_reason(run_dir, code, len(rounds), spec.rounds))
+    return install_result(FLResult, spec, server, data_dir, started=started, workspace=workspace)
+
+
+def install_result(
+    kind: type[_Result],
+    spec: JobSpec,
+    server: Path,
+    data_dir: Path,
+    *,
+    started: float,
+    workspace: Path,
+    **extra: Any,
+) -> _Result:
+    """Score the server's final global model at every site, install it in the archive, write
+    ``eval/fl_metrics.json``; return the outcome as ``kind`` (``extra`` fills its own fields)."""
+    from carina.archive import Archive
+
     archive = Archive.open(spec.archive)
     weights, previous, final, size = _finish(archive, server / GLOBAL_MODEL, spec, data_dir)
-    result = FLResult(
-        rounds=rounds,
+    result = kind(
+        rounds=read_rounds(server),
         final=final,
         mean_dice=sum(final.values()) / len(final),
         weights=weights,
@@ -105,6 +121,7 @@ def simulate(
         seconds=time.time() - started,
         bytes_per_round=2 * size * len(spec.sites),
         workspace=workspace,
+        **extra,
     )
     write_metrics(archive, spec, result)
     return result
