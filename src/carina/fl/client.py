@@ -16,6 +16,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 ERROR_MARKER = "CARINA_SITE_ERROR"
 
@@ -64,7 +65,7 @@ def describe(exc: BaseException) -> str:
     return f"{type(chosen).__name__}: {chosen}"
 
 
-def _rounds(flare: object, args: argparse.Namespace) -> None:
+def _rounds(flare: Any, args: argparse.Namespace) -> None:
     import torch
     from nvflare.app_common.abstract.fl_model import FLModel, ParamsType
     from nvflare.app_common.app_constant import AlgorithmConstants
@@ -84,9 +85,8 @@ def _rounds(flare: object, args: argparse.Namespace) -> None:
         device=args.device,
     )
     scaffold = Scaffold() if args.algorithm == "scaffold" else None
-    client = flare  # the nvflare.client module
-    while client.is_running():  # type: ignore[attr-defined]
-        model = client.receive()  # type: ignore[attr-defined]
+    while flare.is_running():
+        model = flare.receive()
         if model is None:
             break
         finish = None
@@ -102,7 +102,7 @@ def _rounds(flare: object, args: argparse.Namespace) -> None:
             round_=int(model.current_round or 0),
             finish=finish,
         )
-        client.send(  # type: ignore[attr-defined]
+        flare.send(
             FLModel(
                 params=result.weights,
                 params_type=ParamsType.FULL,

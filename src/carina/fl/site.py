@@ -12,6 +12,7 @@ import logging
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +100,19 @@ class LocalSite:
 
         return Archive.open(self.copy, overrides={**self.overrides, **extra})
 
+    @cached_property
+    def _config(self) -> Any:
+        return self._open().train_config()
+
     def template(self) -> dict[str, torch.Tensor]:
-        """The archive's network, freshly built: names, shapes and dtypes of its tensors."""
+        """The archive's network, freshly built once: names, shapes and dtypes of its tensors."""
+        return self._template
+
+    @cached_property
+    def _template(self) -> dict[str, torch.Tensor]:
         from carina.engine.network import build_network
 
-        return dict(build_network(self._open().train_config().resolved).state_dict())
+        return dict(build_network(self._config.resolved).state_dict())
 
     def evaluate(self, weights: Mapping[str, Any]) -> float:
         """Mean Dice of ``weights`` on this site's validation cases."""
@@ -161,4 +170,4 @@ class LocalSite:
         return RoundResult(weights=trained, metrics=metrics, steps=result.iterations, meta=meta)
 
     def _seed(self) -> int:
-        return int(self._open().train_config().settings.seed)
+        return int(self._config.settings.seed)
