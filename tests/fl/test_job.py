@@ -130,6 +130,9 @@ def test_cli_writes_a_job_and_names_a_bad_algorithm(tmp_path: Path) -> None:
     assert (tmp_path / "spine_vertebra_fl" / "meta.json").is_file()
     result = runner.invoke(app, [*args, "--algorithm", "fedsgd"])
     assert "fedsgd" in str(result.exception) and "fedavg" in str(result.exception)
+    result = runner.invoke(app, [*args, "--he"])
+    assert result.exit_code == 0, result.output
+    assert "HEModelEncryptor" in json.dumps(config(tmp_path / "spine_vertebra_fl", "app_site-1"))
 
 
 def test_weights_round_trip_keeps_dtypes() -> None:
@@ -204,3 +207,80 @@ def test_fedopt_server_takes_a_momentum_step() -> None:
         update = FLModel(params={"w": np.ones(2, np.float32)}, params_type=ParamsType.DIFF)
         model = server.update_model(model, update)
         assert np.allclose(model.params["w"], expected)
+
+
+def test_an_encrypted_job_sums_ciphertexts_the_server_cannot_read(tmp_path: Path) -> None:
+    job = write_job(JobSpec(archive=FL_ARCHIVE, sites=SITES, homomorphic=True), tmp_path)
+    server = config(job, "app_server")
+    assert server["workflows"][0]["path"].endswith("ScatterAndGather")
+    components = {item["id"]: item for item in server["components"]}
+    assert components["aggregator"]["path"].endswith("HEInTimeAccumulateWeightedAggregator")
+    assert components["aggregator"]["args"]["expected_data_kind"] == "WEIGHTS"
+    assert components["persistor"]["args"]["filter_id"] == "model_serialize_filter"
+    assert components["model_serialize_filter"]["path"].endswith("HEModelSerializeFilter")
+    client = config(job, "app_site-1")
+    (decryptor,) = client["task_data_filters"]
+    (encryptor,) = client["task_result_filters"]
+    assert paths(decryptor) == ["nvflare.app_opt.he.model_decryptor.HEModelDecryptor"]
+    assert paths(encryptor) == ["nvflare.app_opt.he.model_encryptor.HEModelEncryptor"]
+    assert '"DIFF"' not in json.dumps(client), "the sites encrypt full, step-weighted weights"
+    for refused in (
+        {"algorithm": Algorithm.FEDOPT},
+        {"algorithm": Algorithm.SCAFFOLD},
+        {"privacy": Privacy(percentile=75)},
+    ):
+        with pytest.raises(ConfigError, match="--he"):
+            JobSpec(archive=FL_ARCHIVE, sites=SITES, homomorphic=True, **refused)
+
+
+def test_the_simulator_refuses_encryption(tmp_path: Path) -> None:
+    from carina.fl.simulate import simulate
+
+    spec = JobSpec(archive=FL_ARCHIVE, sites=SITES, homomorphic=True)
+    with pytest.raises(ConfigError, match="carina fl poc"):
+        simulate(spec, workspace=tmp_path / "ws", data_dir=tmp_path)
+    assert not (tmp_path / "ws").exists()
+
+
+def test_an_encrypted_global_model_opens_only_with_a_sites_secret_key(tmp_path: Path) -> None:
+    """What the server saves after aggregating ciphertexts, and how the POC reads it back."""
+    import tenseal as ts
+
+    from carina.fl.components import ArchivePersistor
+    from carina.fl.weights import load_global, stored_bytes
+
+    keys = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[60, 40, 40])
+    keys.global_scale = 2**40
+    site_context = tmp_path / "client_context.tenseal"
+    site_context.write_bytes(keys.serialize(save_secret_key=True))
+    server_context = tmp_path / "server_context.tenseal"
+    server_context.write_bytes(keys.serialize(save_secret_key=False))
+    state = {"conv.weight": torch.randn(4, 3, 3), "norm.count": torch.tensor(4)}
+    sites = [to_numpy(state), {name: value * 3 for name, value in to_numpy(state).items()}]
+    steps = [10, 30]
+    # As FLARE's HE filters and aggregator do: each site weighs by its steps and encrypts its
+    # flattened tensors; the server adds the ciphertexts and divides by the total steps.
+    total: dict[str, Any] = {}
+    for weights, count in zip(sites, steps, strict=True):
+        for name, value in weights.items():
+            encrypted = ts.ckks_vector(keys, (value.ravel() * count).tolist())
+            total[name] = encrypted if name not in total else total[name] + encrypted
+    aggregate = {name: (vector * (1 / sum(steps))).serialize() for name, vector in total.items()}
+    run = tmp_path / "run"
+    run.mkdir()
+    workspace = type("Workspace", (), {"get_run_dir": lambda _self, _job: str(run)})()
+    engine = type("Engine", (), {"get_workspace": lambda _self: workspace})()
+    context = type(
+        "Ctx", (), {"get_engine": lambda _self: engine, "get_job_id": lambda _self: "job"}
+    )()
+    ArchivePersistor().save_model({"weights": aggregate, "meta": {}}, context)
+    saved = run / "global_model.npz"
+    assert stored_bytes(saved) > 20 * sum(v.nbytes for v in sites[0].values()), "ciphertexts"
+    with pytest.raises(ValueError, match=r"client_context\.tenseal"):
+        load_global(saved)
+    with pytest.raises(ValueError, match="no secret key"):
+        load_global(saved, context=server_context)
+    decrypted = to_state_dict(load_global(saved, context=site_context), state)
+    expected = state["conv.weight"] * (10 + 3 * 30) / 40
+    assert torch.allclose(decrypted["conv.weight"], expected, atol=1e-4)
+    assert int(decrypted["norm.count"]) == 4 * (10 + 3 * 30) // 40

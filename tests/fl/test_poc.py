@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
+import torch
 
 from carina.fl.job import JobSpec
 from carina.fl.provision import Kits, project_file, provision, run_poc
+from carina.fl.weights import load_global
 from tests.fl.conftest import quick_archive
 from tests.servers import free_port
 
@@ -64,3 +67,46 @@ def test_poc_runs_one_round_over_mutual_tls(tmp_path: Path, data_dir: Path) -> N
         if p.pid not in before and "nvflare" in " ".join(p.info["cmdline"] or [])
     ]
     assert leftovers == [], "every FLARE process is gone"
+
+
+def test_poc_aggregates_under_homomorphic_encryption(tmp_path: Path, data_dir: Path) -> None:
+    from carina.fl.components import ENCRYPTED_KEY
+    from carina.fl.provision import SERVER_CONTEXT, SITE_CONTEXT
+
+    sites = {"site-1": "spine_ct_vertebra", "site-2": "spine_mr_vertebra"}
+    project = project_file(
+        tmp_path / "project.yml", name="he", sites=list(sites), port=free_port(), homomorphic=True
+    )
+    kits = Kits.find(provision(project, tmp_path / "kits"))
+    assert (kits.server / "startup" / SERVER_CONTEXT).is_file()
+    assert all((kit / "startup" / SITE_CONTEXT).is_file() for kit in kits.sites.values())
+    archive = quick_archive(tmp_path / "archive", iterations=4)
+    spec = JobSpec(archive=archive, sites=sites, rounds=2, threads=1, homomorphic=True)
+    result = run_poc(spec, kits.server.parent, data_dir=data_dir, timeout=600)
+    assert "COMPLETED" in result.status
+    # The server only ever held the aggregate as ciphertexts: its saved model cannot be read
+    # without a site's secret key.
+    with np.load(result.workspace / "global_model.npz") as stored:
+        assert ENCRYPTED_KEY in stored.files
+        assert all(stored[name].dtype == np.uint8 for name in stored[ENCRYPTED_KEY])
+    with pytest.raises(ValueError, match="no secret key"):
+        load_global(
+            result.workspace / "global_model.npz", context=kits.server / "startup" / SERVER_CONTEXT
+        )
+    # The sites decrypted round 1's global model and trained on; the archive got round 2's.
+    assert len(result.rounds) == 2
+    assert all(0.0 <= dice <= 1.0 for dice in result.final.values())
+    state = torch.load(archive / "models" / "model.pt", weights_only=True)
+    assert all(torch.isfinite(tensor.float()).all() for tensor in state.values())
+    metrics = json.loads((archive / "eval" / "fl_metrics.json").read_text())
+    assert metrics["privacy"]["homomorphic_encryption"] is True
+
+
+def test_encryption_needs_kits_provisioned_for_it(tmp_path: Path) -> None:
+    from carina.errors import ConfigError
+
+    project = project_file(tmp_path / "project.yml", name="plain", sites=["a"], port=free_port())
+    kits = provision(project, tmp_path / "kits")
+    spec = JobSpec(archive=quick_archive(tmp_path / "archive"), sites={"a": "x"}, homomorphic=True)
+    with pytest.raises(ConfigError, match=r"HEBuilder .* no TenSEAL context in localhost, a"):
+        run_poc(spec, kits, data_dir=tmp_path)

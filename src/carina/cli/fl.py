@@ -26,6 +26,11 @@ SVT = typer.Option(
 )
 SVT_EPSILON = typer.Option(0.1, "--svt-epsilon", help="SVT privacy budget epsilon.")
 EXCLUDE = typer.Option([], "--exclude", help="Tensor name or regex never shared (repeat).")
+HE = typer.Option(
+    False,
+    "--he",
+    help="Homomorphic encryption of the aggregation (kits provisioned with FLARE's HEBuilder).",
+)
 
 
 def _spec(
@@ -73,6 +78,7 @@ def job(
     svt_fraction: float | None = SVT,
     svt_epsilon: float = SVT_EPSILON,
     exclude: list[str] = EXCLUDE,
+    he: bool = HE,
     output: Path = typer.Option(Path("fl_jobs"), "-o", "--output", help="Folder for the job."),
 ) -> None:
     """Write an NVFlare job for ARCHIVE (submit it with FLARE's admin tools or `carina fl poc`)."""
@@ -80,7 +86,7 @@ def job(
 
     spec = _spec(
         archive, site, rounds, algorithm, local_epochs, percentile, svt_fraction, svt_epsilon,
-        exclude,
+        exclude, homomorphic=he,
     )  # fmt: skip
     console.print(f"job written to {write_job(spec, output)}", highlight=False)
 
@@ -164,6 +170,7 @@ def poc(
     svt_fraction: float | None = SVT,
     svt_epsilon: float = SVT_EPSILON,
     exclude: list[str] = EXCLUDE,
+    he: bool = HE,
     timeout: float = typer.Option(3600, help="Seconds before the job is aborted."),
 ) -> None:
     """Start the server and the sites of KITS on this machine, run the job over mutual TLS,
@@ -173,7 +180,7 @@ def poc(
 
     spec = _spec(
         archive, site, rounds, algorithm, local_epochs, percentile, svt_fraction, svt_epsilon,
-        exclude,
+        exclude, homomorphic=he,
     )  # fmt: skip
     result = run_poc(
         spec,

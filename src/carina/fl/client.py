@@ -28,6 +28,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", required=True, help="shipped dataset name or folder")
     parser.add_argument("--local-epochs", type=int, default=1)
     parser.add_argument("--algorithm", default="fedavg")
+    parser.add_argument(
+        "--fedprox-mu", type=float, default=0.01, help="FedProx's mu when the server sends none"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--device", default=None)
@@ -91,7 +94,7 @@ def _rounds(flare: Any, args: argparse.Namespace) -> None:
             break
         finish = None
         if args.algorithm == "fedprox":
-            site.handlers = [fedprox(float(get_fedprox_mu(model) or 0.01))]
+            site.handlers = [fedprox(float(get_fedprox_mu(model) or args.fedprox_mu))]
         elif scaffold is not None:
             scaffold.begin_round((model.meta or {}).get(AlgorithmConstants.SCAFFOLD_CTRL_GLOBAL))
             site.handlers = [scaffold.handlers()]

@@ -2,7 +2,10 @@
 
 * :class:`ArchivePersistor` starts from the archive's weights (shipped in the job as
   ``initial_model.npz``) and saves each new global model as ``global_model.npz`` in the run folder,
-  atomically. It needs numpy only, so the FL server needs no torch.
+  atomically. It needs numpy only, so the FL server needs no torch. Under homomorphic encryption the
+  server holds the global model encrypted: those tensors are saved as their serialised ciphertexts
+  (bytes), named in :data:`ENCRYPTED_KEY`, for a site's key to decrypt
+  (:func:`carina.fl.weights.decrypt`).
 * :class:`FedOptServer` is FedAvg with a server optimiser (FedAvgM momentum or FedAdam, Reddi et
   al. 2021) applied to the averaged client update, written in numpy.
 """
@@ -25,13 +28,19 @@ from nvflare.app_common.workflows.fedavg import FedAvg
 
 INITIAL_MODEL = "initial_model.npz"
 GLOBAL_MODEL = "global_model.npz"
+ENCRYPTED_KEY = "__carina_encrypted__"
 
 
 class ArchivePersistor(ModelPersistor):  # type: ignore[misc]
     """Initial weights from the job's ``initial_model.npz``; global models to the run folder."""
 
-    def __init__(self, initial_model: str = INITIAL_MODEL, save_name: str = GLOBAL_MODEL) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        initial_model: str = INITIAL_MODEL,
+        save_name: str = GLOBAL_MODEL,
+        filter_id: str | None = None,
+    ) -> None:
+        super().__init__(filter_id=filter_id)
         self.initial_model = initial_model
         self.save_name = save_name
 
@@ -48,7 +57,17 @@ class ArchivePersistor(ModelPersistor):  # type: ignore[misc]
         workspace = fl_ctx.get_engine().get_workspace()
         folder = Path(workspace.get_run_dir(fl_ctx.get_job_id()))
         partial = folder / (self.save_name + ".partial.npz")
-        np.savez(partial, **model[ModelLearnableKey.WEIGHTS])
+        arrays: dict[str, Any] = {}
+        encrypted = []
+        for name, value in model[ModelLearnableKey.WEIGHTS].items():
+            if isinstance(value, bytes):  # a ciphertext, serialised by FLARE's HE persistor filter
+                arrays[name] = np.frombuffer(value, dtype=np.uint8)
+                encrypted.append(name)
+            else:
+                arrays[name] = value
+        if encrypted:
+            arrays[ENCRYPTED_KEY] = np.array(encrypted)
+        np.savez(partial, **arrays)
         partial.replace(folder / self.save_name)
 
 

@@ -93,6 +93,10 @@ class JobSpec:
         privacy: filters on what sites send.
         fedprox_mu: FedProx's proximal weight.
         server_optimizer: FedOpt's server optimiser, ``momentum`` or ``adam``; ``server_lr``.
+        homomorphic: aggregate under homomorphic encryption (FLARE's TenSEAL CKKS components):
+            each site encrypts its weighted update, the server sums ciphertexts it cannot read,
+            only the sites decrypt. Needs kits provisioned with FLARE's ``HEBuilder``
+            (``carina fl poc``; FLARE's simulator has no keys for it).
         threads: torch CPU threads per site process (0: torch's default).
         python: the command that runs Python with Carina at the sites.
         name: the job's name (default: ``<archive>_fl``).
@@ -107,6 +111,7 @@ class JobSpec:
     fedprox_mu: float = 0.01
     server_optimizer: str = "momentum"
     server_lr: float = 1.0
+    homomorphic: bool = False
     threads: int = 0
     python: str = "python3"
     name: str | None = None
@@ -121,6 +126,16 @@ class JobSpec:
             raise ConfigError("--rounds", str(self.rounds), "rounds and local epochs must be >= 1")
         if self.algorithm == Algorithm.SCAFFOLD and self.privacy.active:
             raise ConfigError("--algorithm", "scaffold", "privacy filters cannot apply to SCAFFOLD")
+        if self.homomorphic and self.algorithm not in (Algorithm.FEDAVG, Algorithm.FEDPROX):
+            raise ConfigError(
+                "--he",
+                self.algorithm.value,
+                "homomorphic encryption aggregates by weighted averaging: use fedavg or fedprox",
+            )
+        if self.homomorphic and self.privacy.active:
+            raise ConfigError(
+                "--he", "", "the server never sees the encrypted updates; drop the privacy filters"
+            )
 
     @property
     def job_name(self) -> str:
@@ -176,8 +191,6 @@ def initial_weights(archive: Path) -> dict[str, Any]:
 def build_job(spec: JobSpec, staging: Path) -> Any:
     """The FLARE job (a ``BaseFedJob``), its files staged under ``staging``."""
     import numpy as np
-    from nvflare.app_common.workflows.fedavg import FedAvg
-    from nvflare.app_common.workflows.scaffold import Scaffold
     from nvflare.client.config import ExchangeFormat, TransferType
     from nvflare.fuel.utils.constants import FrameworkType
     from nvflare.job_config.base_fed_job import BaseFedJob
@@ -185,7 +198,7 @@ def build_job(spec: JobSpec, staging: Path) -> Any:
 
     from carina.archive import Archive
     from carina.fl.client import LAUNCHER
-    from carina.fl.components import INITIAL_MODEL, ArchivePersistor, FedOptServer
+    from carina.fl.components import INITIAL_MODEL, ArchivePersistor
 
     archive = Archive.open(spec.archive)
     archive.train_config()  # a broken config fails here, not at every site
@@ -201,27 +214,17 @@ def build_job(spec: JobSpec, staging: Path) -> Any:
     job = BaseFedJob(
         name=spec.job_name, min_clients=count, key_metric="global_dice", key_metric_mode="max"
     )
-    job.to_server(ArchivePersistor(), id="persistor")
-    common: dict[str, Any] = {"num_clients": count, "num_rounds": spec.rounds}
-    controller: Any
-    if spec.algorithm == Algorithm.SCAFFOLD:
-        controller = Scaffold(**common, persistor_id="persistor")
-    elif spec.algorithm == Algorithm.FEDOPT:
-        controller = FedOptServer(
-            optimizer=spec.server_optimizer,
-            server_lr=spec.server_lr,
-            **common,
-            persistor_id="persistor",
-        )
+    if spec.homomorphic:
+        _encrypted_server(job, spec)
     else:
-        mu = spec.fedprox_mu if spec.algorithm == Algorithm.FEDPROX else None
-        controller = FedAvg(**common, persistor_id="persistor", fedprox_mu=mu)
-    job.to_server(controller)
+        job.to_server(ArchivePersistor(), id="persistor")
+        job.to_server(_controller(spec))
     job.to_server(str(server_files))
     transfer = TransferType.DIFF if spec.privacy.active else TransferType.FULL
     for site, dataset in spec.sites.items():
         arguments = ["--dataset", dataset, "--local-epochs", str(spec.local_epochs)]
         arguments += ["--algorithm", spec.algorithm.value, "--threads", str(spec.threads)]
+        arguments += ["--fedprox-mu", str(spec.fedprox_mu)]
         runner = ScriptRunner(
             script=str(launcher),
             script_args=arguments,
@@ -235,7 +238,75 @@ def build_job(spec: JobSpec, staging: Path) -> Any:
         job.to(str(site_files), site)
         for privacy_filter in spec.privacy.filters():
             job.to(privacy_filter, site, filter_type="TASK_RESULT", tasks=["train"])
+        if spec.homomorphic:
+            _encrypted_site(job, site)
     return job
+
+
+def _controller(spec: JobSpec) -> Any:
+    """The server's workflow for the chosen algorithm (plain weights)."""
+    from nvflare.app_common.workflows.fedavg import FedAvg
+    from nvflare.app_common.workflows.scaffold import Scaffold
+
+    from carina.fl.components import FedOptServer
+
+    common: dict[str, Any] = {
+        "num_clients": len(spec.sites), "num_rounds": spec.rounds, "persistor_id": "persistor"
+    }  # fmt: skip
+    if spec.algorithm == Algorithm.SCAFFOLD:
+        return Scaffold(**common)
+    if spec.algorithm == Algorithm.FEDOPT:
+        return FedOptServer(optimizer=spec.server_optimizer, server_lr=spec.server_lr, **common)
+    mu = spec.fedprox_mu if spec.algorithm == Algorithm.FEDPROX else None
+    return FedAvg(**common, fedprox_mu=mu)
+
+
+def _encrypted_server(job: Any, spec: JobSpec) -> None:
+    """The server of an encrypted job: FLARE's scatter-and-gather over ciphertexts.
+
+    The aggregator sums the sites' encrypted, step-weighted weights and divides by the total
+    steps; the global model stays encrypted on the server (saved as ciphertexts), and the sites
+    decrypt it with their secret key when the next round starts.
+    """
+    from nvflare.apis.dxo import DataKind
+    from nvflare.app_common.workflows.scatter_and_gather import ScatterAndGather
+    from nvflare.app_opt.he.intime_accumulate_model_aggregator import (
+        HEInTimeAccumulateWeightedAggregator,
+    )
+    from nvflare.app_opt.he.model_serialize_filter import HEModelSerializeFilter
+    from nvflare.app_opt.he.model_shareable_generator import HEModelShareableGenerator
+
+    from carina.fl.components import ArchivePersistor
+
+    job.to_server(HEModelSerializeFilter(), id="model_serialize_filter")
+    job.to_server(ArchivePersistor(filter_id="model_serialize_filter"), id="persistor")
+    job.to_server(HEModelShareableGenerator(), id="shareable_generator")
+    # Sites send full weights. Weighting by steps happens at the sites, before encryption; the
+    # server only divides by the total.
+    aggregator = HEInTimeAccumulateWeightedAggregator(
+        expected_data_kind=DataKind.WEIGHTS, weigh_by_local_iter=False
+    )
+    job.to_server(aggregator, id="aggregator")
+    job.to_server(
+        ScatterAndGather(
+            min_clients=len(spec.sites),
+            num_rounds=spec.rounds,
+            wait_time_after_min_received=0,
+            aggregator_id="aggregator",
+            persistor_id="persistor",
+            shareable_generator_id="shareable_generator",
+        )
+    )
+
+
+def _encrypted_site(job: Any, site: str) -> None:
+    """A site of an encrypted job decrypts the global model it receives and encrypts its result."""
+    from nvflare.app_opt.he.model_decryptor import HEModelDecryptor
+    from nvflare.app_opt.he.model_encryptor import HEModelEncryptor
+
+    job.to(HEModelDecryptor(), site, filter_type="TASK_DATA", tasks=["train"])
+    encryptor = HEModelEncryptor(weigh_by_local_iter=True)  # each site weighs by its own steps
+    job.to(encryptor, site, filter_type="TASK_RESULT", tasks=["train"])
 
 
 def write_job(spec: JobSpec, out_dir: Path) -> Path:

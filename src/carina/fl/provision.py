@@ -27,6 +27,10 @@ from carina.fl.components import GLOBAL_MODEL
 from carina.fl.job import JobSpec, write_job
 from carina.fl.simulate import FLError, FLResult, install_result
 
+HE_BUILDER = "nvflare.lighter.impl.he.HEBuilder"
+SERVER_CONTEXT = "server_context.tenseal"
+SITE_CONTEXT = "client_context.tenseal"
+
 
 def provision(project: Path, workspace: Path) -> Path:
     """Run FLARE's provisioning for ``project``; return the folder holding the kits.
@@ -49,9 +53,17 @@ def provision(project: Path, workspace: Path) -> Path:
 
 
 def project_file(
-    path: Path, *, name: str, sites: list[str], port: int, admin: str = "admin@carina.local"
+    path: Path,
+    *,
+    name: str,
+    sites: list[str],
+    port: int,
+    admin: str = "admin@carina.local",
+    homomorphic: bool = False,
 ) -> Path:
-    """Write a minimal project file: server on localhost:``port``, the sites, one admin."""
+    """Write a minimal project file: server on localhost:``port``, the sites, one admin; with
+    ``homomorphic``, FLARE's HEBuilder adds TenSEAL contexts to the kits (the sites' with the
+    secret key, the server's without)."""
     import yaml
 
     participants: list[dict[str, Any]] = [
@@ -71,6 +83,7 @@ def project_file(
             {"path": "nvflare.lighter.impl.static_file.StaticFileBuilder",
              "args": {"config_folder": "config"}},
             {"path": "nvflare.lighter.impl.cert.CertBuilder"},
+            *([{"path": HE_BUILDER}] if homomorphic else []),
             {"path": "nvflare.lighter.impl.signature.SignatureBuilder"},
         ],
     }  # fmt: skip
@@ -134,7 +147,8 @@ def run_poc(
     """Run ``spec`` on a real server and sites started from ``kits_dir`` (module docstring).
 
     Raises:
-        ConfigError: the kits lack a site the job names.
+        ConfigError: the kits lack a site the job names, or homomorphic encryption is asked of
+            kits provisioned without FLARE's HEBuilder.
         FLError: the job did not finish completed (its status and the sites' reasons quoted),
             or ``timeout`` passed; the archive is unchanged.
     """
@@ -145,6 +159,9 @@ def run_poc(
     missing = [site for site in spec.sites if site not in kits.sites]
     if missing:
         raise ConfigError(kits_dir.name, "", f"no kit for site {', '.join(missing)}")
+    context = None
+    if spec.homomorphic:
+        context = _check_encryption(kits, spec)
     spec.python = sys.executable
     started = time.time()
     env = dict(os.environ, CARINA_DATA_DIR=str(data_dir))
@@ -181,13 +198,35 @@ def run_poc(
             raise FLError(f"job {job_id} ended {status}" + (f": {reasons}" if reasons else ""))
         return install_result(
             PocResult, spec, server, data_dir, started=started, workspace=server,
-            job_id=job_id, status=status,
+            context=context, job_id=job_id, status=status,
         )  # fmt: skip
     finally:
         if session is not None:
             with contextlib.suppress(Exception):  # the processes are killed below anyway
                 session.shutdown("all")
         _stop(processes)
+
+
+def _check_encryption(kits: Kits, spec: JobSpec) -> Path:
+    """The TenSEAL context the POC decrypts the result with (the first site's: this machine holds
+    every kit); every kit of the run must hold its context."""
+    lacking = [
+        kit.name
+        for kit, name in [
+            (kits.server, SERVER_CONTEXT),
+            *((kits.sites[site], SITE_CONTEXT) for site in spec.sites),
+        ]
+        if not (kit / "startup" / name).is_file()
+    ]
+    if lacking:
+        raise ConfigError(
+            kits.server.parent.name,
+            "",
+            f"homomorphic encryption needs kits provisioned with {HE_BUILDER} (add it before "
+            "the SignatureBuilder in the project file); "
+            f"no TenSEAL context in {', '.join(lacking)}",
+        )
+    return kits.sites[next(iter(spec.sites))] / "startup" / SITE_CONTEXT
 
 
 def _login(new_session: Any, admin: Path, *, deadline: float) -> Any:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from carina.errors import CarinaError
+from carina.errors import CarinaError, ConfigError
 from carina.fl.client import ERROR_MARKER
 from carina.fl.components import GLOBAL_MODEL
 from carina.fl.job import JobSpec, write_job
@@ -72,9 +72,17 @@ def simulate(
     """Run ``spec`` in the simulator under ``workspace``; install the result (module docstring).
 
     Raises:
+        ConfigError: homomorphic encryption was asked for (it needs provisioned kits).
         FLError: a site failed (its reason quoted), the simulator failed, or ``timeout`` passed;
             the archive is unchanged.
     """
+    if spec.homomorphic:
+        raise ConfigError(
+            "--he",
+            "",
+            "FLARE's simulator has no encryption keys: run encrypted jobs with `carina fl poc` "
+            "on kits provisioned with HEBuilder",
+        )
     spec.python = sys.executable
     started = time.time()
     if workspace.exists():
@@ -104,14 +112,17 @@ def install_result(
     *,
     started: float,
     workspace: Path,
+    context: Path | None = None,
     **extra: Any,
 ) -> _Result:
     """Score the server's final global model at every site, install it in the archive, write
-    ``eval/fl_metrics.json``; return the outcome as ``kind`` (``extra`` fills its own fields)."""
+    ``eval/fl_metrics.json``; return the outcome as ``kind`` (``extra`` fills its own fields).
+    ``context`` is a site's TenSEAL context, to decrypt a homomorphically encrypted model."""
     from carina.archive import Archive
 
     archive = Archive.open(spec.archive)
-    weights, previous, final, size = _finish(archive, server / GLOBAL_MODEL, spec, data_dir)
+    global_model = server / GLOBAL_MODEL
+    weights, previous, final, size = _finish(archive, global_model, spec, data_dir, context)
     result = kind(
         rounds=read_rounds(server),
         final=final,
@@ -225,17 +236,18 @@ def failure_reason(run_dir: Path, code: int | None, done: int, rounds: int) -> s
 
 
 def _finish(
-    archive: Any, global_model: Path, spec: JobSpec, data_dir: Path
+    archive: Any, global_model: Path, spec: JobSpec, data_dir: Path, context: Path | None
 ) -> tuple[Path, Path | None, dict[str, float], int]:
     """Score the global model at every site, then install it; the archive stays whole on error."""
-    import numpy as np
     import torch
 
     from carina.fl.site import LocalSite
-    from carina.fl.weights import to_state_dict, weights_bytes
+    from carina.fl.weights import load_global, stored_bytes, to_state_dict
 
-    with np.load(global_model) as stored:
-        weights = {name: stored[name] for name in stored.files}
+    try:
+        weights = load_global(global_model, context=context)
+    except ValueError as exc:
+        raise FLError(str(exc)) from None
     final = {}
     for site, dataset in spec.sites.items():
         local = LocalSite(
@@ -256,7 +268,7 @@ def _finish(
         previous = layout.models_dir / "model_before_fl.pt"
         shutil.copy2(layout.weights, previous)
     partial.replace(layout.weights)
-    return layout.weights, previous, final, weights_bytes(weights)
+    return layout.weights, previous, final, stored_bytes(global_model)
 
 
 def write_metrics(archive: Any, spec: JobSpec, result: FLResult) -> Path:
@@ -276,6 +288,7 @@ def write_metrics(archive: Any, spec: JobSpec, result: FLResult) -> Path:
             "percentile": spec.privacy.percentile,
             "svt_fraction": spec.privacy.svt_fraction,
             "exclude": spec.privacy.exclude,
+            "homomorphic_encryption": spec.homomorphic,
         },
         "final": result.final,
         "mean_dice": result.mean_dice,
