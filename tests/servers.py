@@ -90,3 +90,70 @@ def start_server(
         time.sleep(0.1)
     server.stop(signal.SIGKILL)
     raise RuntimeError("carina serve did not become ready in 60 s")
+
+
+def postgres_binaries() -> Path | None:
+    """The folder of PostgreSQL's server programs (Debian keeps them off the PATH)."""
+    import shutil
+
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    folders = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    return folders[0] if folders else None
+
+
+@dataclass
+class PostgresServer:
+    """A throwaway PostgreSQL server on 127.0.0.1 (trust authentication, its own group)."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT), then kill the group if it lingers."""
+        ServerProcess(self.process, self.url, 0, Path()).stop(signal.SIGINT, timeout=30)
+
+
+def start_postgres(root: Path, database: str = "carina") -> PostgresServer:
+    """``initdb`` a cluster under ``root`` and start ``postgres`` on a free port, as the
+    ``postgres`` user when running as root (``initdb`` refuses root); create ``database``."""
+    import psycopg
+
+    binaries = postgres_binaries()
+    if binaries is None:
+        raise RuntimeError("PostgreSQL is not installed (make test installs Debian's postgresql)")
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        user = pwd.getpwnam("postgres")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data = root / "data"
+    subprocess.run(
+        [*prefix, str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True, capture_output=True, timeout=120, cwd=root,
+    )  # fmt: skip
+    port = free_port()
+    with (root / "server.log").open("ab") as log:
+        process = subprocess.Popen(
+            [*prefix, str(binaries / "postgres"), "-D", str(data), "-p", str(port),
+             "-k", str(root), "-h", "127.0.0.1"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root,
+        )  # fmt: skip
+    deadline = time.time() + 60
+    while True:
+        try:
+            connection = psycopg.connect(
+                host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True
+            )
+            break
+        except psycopg.OperationalError:
+            if time.time() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError((root / "server.log").read_text()[-2000:]) from None
+            time.sleep(0.5)
+    with connection:
+        connection.execute(f"CREATE DATABASE {database}")
+    return PostgresServer(process, f"postgresql://postgres@127.0.0.1:{port}/{database}")

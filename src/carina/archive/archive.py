@@ -31,6 +31,7 @@ from carina.archive.schema import (
     read_json,
     validate,
 )
+from carina.archive.search import SearchSpace, drop_disabled, find_search, strip_search
 from carina.archive.security import find_code_files, find_code_in_config, refuse_code
 from carina.errors import ArchiveError, ConfigError
 
@@ -170,12 +171,21 @@ class Archive:
         notes: list[str] = []
         if is_clara_train_config(raw):
             raw, notes = translate_train_config(raw, variables, file=file)
-        content = self._with_overrides(raw, variables, file)
+        content = drop_disabled(strip_search(self._with_overrides(raw, variables, file)))
         content, legacy_notes = rewrite_legacy(content)
         self._check_code(content, file)
         settings = validate(TrainSettings, _resolve_settings(content, variables), file)
         resolved = ResolvedConfig(file, content, variables, notes + legacy_notes)
         return TrainConfig(settings, resolved)
+
+    def search_space(self) -> SearchSpace:
+        """The AutoML search blocks of ``config_train.json``, parsed and checked.
+
+        Raises:
+            ConfigError: a malformed block, naming its key path.
+        """
+        file = self.layout.train_config.name
+        return find_search(_object(read_json(self.layout.train_config), file), file)
 
     def serving_config(self, *, batch: bool = False) -> ServingPipeline:
         """The serving config (``config_aiaa.json``), or for ``batch`` inference

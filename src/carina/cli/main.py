@@ -11,6 +11,7 @@ import typer
 
 from carina import __version__
 from carina.cli import archive as archive_commands
+from carina.cli import automl as automl_commands
 from carina.cli import aws as aws_commands
 from carina.cli import client as client_commands
 from carina.cli import data as data_commands
@@ -43,6 +44,7 @@ app.command("serve")(serve_commands.serve)
 app.add_typer(client_commands.app, name="client")
 app.add_typer(aws_commands.app, name="aws")
 app.add_typer(fl_commands.app, name="fl")
+app.add_typer(automl_commands.app, name="automl")
 
 
 def _show_version(value: bool) -> None:

@@ -33,6 +33,10 @@ def check_archive(path: Path, *, trusted: bool = True, data_dir: Path | None = N
         options = TrainOptions(data_dir=data_dir) if data_dir else TrainOptions()
         report.notes += check_training(archive, options)
         report.checked.append("config_train.json: components build, data found, labels match")
+        space = archive.search_space()
+        if space:
+            names = ", ".join(param.name for param in space.params)
+            report.checked.append(f"config_train.json: AutoML search over {names}")
         archive.validation_config()
         report.checked.append("config_validation.json")
     serving = archive.serving_config()

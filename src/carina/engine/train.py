@@ -9,6 +9,7 @@ the data are checked before the first step), then runs the trainer. Best weights
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ class TrainOptions:
         progress: called with progress reports on rank 0.
         handlers: called with the trainer before it runs, to attach more handlers (federated
             learning adds its proximal or control-variate gradient terms this way).
+        validated: called after every validation with the epoch and its mean Dice; returning
+            True stops training there (AutoML's pruner).
     """
 
     dataset: Path | None = None
@@ -54,11 +57,12 @@ class TrainOptions:
     device: str | None = None
     progress: Callable[[dict[str, Any]], None] | None = None
     handlers: list[Callable[[Any], None]] = field(default_factory=list)
+    validated: Callable[[int, float], bool] | None = None
 
 
 @dataclass
 class TrainResult:
-    """The outcome of a training run."""
+    """The outcome of a training run (``seconds``: the trainer's run, validation included)."""
 
     best_metric: float
     best_epoch: int
@@ -71,6 +75,8 @@ class TrainResult:
     transfer: TransferReport | None
     frozen: list[str]
     notes: list[str]
+    seconds: float = 0.0
+    stopped: bool = False
 
 
 @dataclass
@@ -198,6 +204,7 @@ def _output_channels(definition: dict[str, Any], network: torch.nn.Module) -> in
 def _run(
     archive: Archive, parts: _Parts, options: TrainOptions, context: DistributedContext
 ) -> TrainResult:
+    from ignite.engine import Events
     from monai.engines import SupervisedEvaluator, SupervisedTrainer
     from monai.handlers import (
         CheckpointLoader,
@@ -306,8 +313,22 @@ def _run(
         _restore_best(layout.last_checkpoint, evaluator)
     for attach in options.handlers:
         attach(trainer)
+    stopped = False
+    if options.validated is not None:
+        validated = options.validated
+
+        def after_validation(engine: Any) -> None:
+            nonlocal stopped
+            dice = float(engine.state.metrics.get("val_mean_dice", -1.0))
+            if validated(int(trainer.state.epoch), dice):
+                stopped = True
+                trainer.terminate()
+
+        evaluator.add_event_handler(Events.COMPLETED, after_validation)
     layout.models_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     trainer.run()
+    seconds = time.perf_counter() - started
     if context.is_main and not layout.weights.is_file():
         torch.save(unwrap(network).state_dict(), layout.weights)
     return TrainResult(
@@ -322,6 +343,8 @@ def _run(
         transfer=transfer,
         frozen=frozen,
         notes=parts.config.resolved.notes,
+        seconds=seconds,
+        stopped=stopped,
     )
 
 
