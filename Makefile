@@ -66,6 +66,7 @@ benchmarks: venv
 	$(BIN)/python benchmarks/server.py
 	$(BIN)/python benchmarks/interactive.py
 	$(BIN)/python benchmarks/fl.py
+	$(BIN)/python benchmarks/automl.py
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache

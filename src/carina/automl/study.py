@@ -238,8 +238,7 @@ def run_worker(
     space = source.search_space()
     if signature(space) != attrs.get("space"):
         raise AutoMLError(f"the search blocks of {source.name} changed since the study began")
-    from carina.engine import train  # noqa: F401 - import torch and MONAI once, not in a trial
-
+    _warm_up(source, data_dir, device)
     report = WorkerReport()
     results = study_dir(folder, study_name)
     while deadline is None or time.time() < deadline:
@@ -253,6 +252,17 @@ def run_worker(
         run_trial(study, trial, source, space, results, epochs, data_dir, device)
         report.ran.append(trial.number)
     return report
+
+
+def _warm_up(source: Archive, data_dir: Path, device: str | None) -> None:
+    """Pay the worker's one-time costs before its first trial: torch, MONAI's engines and
+    handlers, TensorBoard, every component of the config and the data (exported if need be)."""
+    import torch.utils.tensorboard  # noqa: F401 - slow first import
+    from monai import engines, handlers  # noqa: F401 - what the first trial would import
+
+    from carina.engine.train import TrainOptions, check_training
+
+    check_training(source, TrainOptions(data_dir=data_dir, device=device))
 
 
 def claim(study: optuna.Study) -> optuna.Trial | None:
