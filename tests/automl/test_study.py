@@ -154,3 +154,36 @@ def test_a_resumed_study_refuses_changed_search_blocks(tmp_path: Path) -> None:
     other = search_archive(tmp_path / "other")
     with pytest.raises(AutoMLError, match="give another --study"):
         create_or_resume(StudySpec(archive=other, study="s", trials=2, storage=spec.storage))
+
+
+def test_an_interrupted_study_resumes_with_the_same_command(tmp_path: Path, data_dir: Path) -> None:
+    archive = search_archive(tmp_path / "archive", epochs=4)
+    spec = StudySpec(archive=archive, study="resume", trials=3, pruner="none")
+    late = run_study(spec, workers=1, data_dir=data_dir, threads=1, timeout=0.001)
+    assert late.result is None and late.summary.waiting == 3, "past the deadline nothing starts"
+    assert spec.storage is not None
+    command = [sys.executable, "-m", "carina", "automl", str(archive), "--trials", "3",
+               "--study", "resume", "--pruner", "none", "--threads", "1"]  # fmt: skip
+    env = dict(os.environ, CARINA_DATA_DIR=str(data_dir))
+    runner = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            time.sleep(1)
+            running = load(spec.storage, "resume").get_trials(states=(TrialState.RUNNING,))
+            if running and running[0].last_step is not None:
+                break
+        pid = int(str(running[0].user_attrs[WORKER]).rpartition(":")[2])
+    finally:  # the whole run dies: the command, its worker, the trial in progress
+        os.killpg(runner.pid, signal.SIGKILL)
+        runner.wait(30)
+    os.killpg(os.getpgid(pid), signal.SIGKILL)
+    outcome = run_study(spec, workers=1, data_dir=data_dir, threads=1)
+    assert outcome.result is not None
+    trials = load(spec.storage, "resume").trials
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 3
+    assert [t.state for t in trials].count(TrialState.FAIL) == 1 and len(trials) == 4
+    assert trials[-1].user_attrs[RETRY_OF] == running[0].number
