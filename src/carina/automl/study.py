@@ -24,6 +24,7 @@ import shutil
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -232,7 +233,9 @@ def run_worker(
     folder = Path(archive or attrs["archive"])
     epochs = int(attrs["epochs_per_trial"])
     stale_after = float(attrs.get("stale_after", 120.0))
-    study.sampler = optuna.samplers.TPESampler(n_startup_trials=4, multivariate=True)
+    with warnings.catch_warnings():  # multivariate TPE is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.sampler = optuna.samplers.TPESampler(n_startup_trials=4, multivariate=True)
     study.pruner = make_pruner(str(attrs.get("pruner", "median")), epochs)
     source = Archive.open(folder)
     space = source.search_space()
