@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from carina.archive.search import strip_search
 from carina.data import ensure_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +27,7 @@ def search_archive(folder: Path, *, iterations: int = 12, epochs: int = 3) -> Pa
     the learning rate (log scale) and for switching the flip augmentation off."""
     shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("models", "eval", "logs"))
     path = folder / "config" / "config_train.json"
-    config: dict[str, Any] = json.loads(path.read_text())
+    config: dict[str, Any] = strip_search(json.loads(path.read_text()))  # the example's own blocks
     config.update(learning_rate=POOR_LR, iterations_per_epoch=iterations, epochs=epochs)
     config["search"] = [
         {"domain": "lr", "type": "float", "args": ["learning_rate"], "targets": [1e-3, 3e-2]}
