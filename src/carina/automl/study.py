@@ -134,9 +134,9 @@ def signature(space: SearchSpace) -> str:
 
 
 def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    """Median (after 2 finished trials and 1 epoch), Hyperband over the epochs, or none."""
+    """Median (after 2 finished trials, from epoch 2), Hyperband over the epochs, or none."""
     if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(
             min_resource=1, max_resource=max(epochs, 2), reduction_factor=3
@@ -361,7 +361,8 @@ def run_trial(
 
             def validated(epoch: int, dice: float) -> bool:
                 trial.report(dice, epoch)
-                return bool(trial.should_prune())
+                # The last epoch's trial is complete: pruning it would only lose its value.
+                return epoch < epochs and bool(trial.should_prune())
 
             options = TrainOptions(data_dir=data_dir, device=device, validated=validated)
             result = (train or train_archive)(archive, options)
