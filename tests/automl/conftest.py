@@ -22,15 +22,16 @@ EXAMPLE = ROOT / "examples" / "archives" / "spine_vertebra"
 POOR_LR = 1e-5
 
 
-def search_archive(folder: Path, *, iterations: int = 12, epochs: int = 3) -> Path:
+def search_archive(folder: Path, *, iterations: int = 12, epochs: int = 4) -> Path:
     """The vertebra example, trained on the CT half, with a poor learning rate and searches for
-    the learning rate (log scale) and for switching the flip augmentation off."""
+    the learning rate (log scale, slow rates included, so that the median pruner has trials to
+    stop at epoch 2 or 3) and for switching the flip augmentation off."""
     shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("models", "eval", "logs"))
     path = folder / "config" / "config_train.json"
     config: dict[str, Any] = strip_search(json.loads(path.read_text()))  # the example's own blocks
     config.update(learning_rate=POOR_LR, iterations_per_epoch=iterations, epochs=epochs)
     config["search"] = [
-        {"domain": "lr", "type": "float", "args": ["learning_rate"], "targets": [1e-3, 3e-2]}
+        {"domain": "lr", "type": "float", "args": ["learning_rate"], "targets": [1e-4, 3e-2]}
     ]
     flip = config["train_preprocessing"][5]
     assert flip["_target_"] == "RandFlipd"

@@ -48,7 +48,7 @@ def test_blocks_become_typed_parameters_with_the_archives_own_values(tmp_path: P
         "network_def.channels+network_def.num_res_units",
     }  # fmt: skip
     lr = params["learning_rate"]
-    assert (lr.low, lr.high, lr.log, lr.own) == (1e-3, 3e-2, True, POOR_LR), "lr: log scale"
+    assert (lr.low, lr.high, lr.log, lr.own) == (1e-4, 3e-2, True, POOR_LR), "lr: log scale"
     assert not params["aug_p"].log
     assert [loc.label for loc in params["aug_p"].locations] == [
         "train_preprocessing[6].prob", "train_preprocessing[7].prob"
@@ -144,7 +144,7 @@ def test_the_optuna_space_starts_from_the_archive(tmp_path: Path) -> None:
     values = suggest(study.ask(), space)
     assert values == {"learning_rate": POOR_LR, "train_preprocessing[5].@disabled": [False]}
     sampled = suggest(study.ask(), space)
-    assert 1e-3 <= sampled["learning_rate"] <= 3e-2
+    assert 1e-4 <= sampled["learning_rate"] <= 3e-2
 
 
 def test_the_command_line_runs_by_default_and_refuses_an_archive_without_search(
