@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -343,7 +343,6 @@ def run_trial(
     epochs: int,
     data_dir: Path,
     device: str | None,
-    train: Callable[..., Any] | None = None,
 ) -> TrialState:
     """Write the trial's archive (the source's configs with the sampled values), train it, report
     validation Dice after every epoch to the pruner, and tell the study the outcome."""
@@ -365,7 +364,7 @@ def run_trial(
                 return epoch < epochs and bool(trial.should_prune())
 
             options = TrainOptions(data_dir=data_dir, device=device, validated=validated)
-            result = (train or train_archive)(archive, options)
+            result = train_archive(archive, options)
         except Exception as exc:  # the trial fails; the study goes on
             message = str(exc) if isinstance(exc, CarinaError) else f"{type(exc).__name__}: {exc}"
             log.error("trial %d failed: %s", trial.number, message)
