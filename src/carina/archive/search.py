@@ -111,10 +111,6 @@ class SearchSpace:
     def __bool__(self) -> bool:
         return bool(self.params)
 
-    def own_values(self) -> dict[str, Any]:
-        """The archive's own values, by parameter name (the study's first trial)."""
-        return {param.name: param.own for param in self.params}
-
     def by_name(self) -> dict[str, SearchParam]:
         """Parameters by name."""
         return {param.name: param for param in self.params}
