@@ -111,6 +111,28 @@ def test_truncation_cuts_through_the_structure_and_keeps_enough_of_it() -> None:
     assert never({"image": image, "label": label})["image"] is image
     with pytest.raises(ValueError, match="min_keep"):
         RandTruncated(["image"], min_keep=0.0)
+    with pytest.raises(ValueError, match="max_cuts"):
+        RandTruncated(["image"], max_cuts=0)
+
+
+def test_truncation_may_cut_along_two_axes() -> None:
+    from carina.interactive import RandTruncated
+
+    structure = ball((24, 24, 24), (12, 12, 12), 8)
+    label = torch.from_numpy(structure[None].astype(np.uint8))
+    image = torch.arange(24**3, dtype=torch.float32).reshape(1, 24, 24, 24)
+    cut = RandTruncated(["image", "label"], prob=1.0, min_keep=0.6, max_cuts=2)
+    cut.set_random_state(1)
+    axes_cut = []
+    for _ in range(40):
+        out = cut({"image": image, "label": label})
+        kept = int(out["label"].sum())
+        assert 0.6 * 0.6 * structure.sum() <= kept <= structure.sum()
+        start = np.unravel_index(int(out["image"][0, 0, 0, 0]), (24, 24, 24))
+        block = tuple(slice(a, a + n) for a, n in zip(start, out["image"].shape[1:], strict=True))
+        assert torch.equal(out["label"][0], label[0][block])
+        axes_cut.append(sum(n < 24 for n in out["image"].shape[1:]))
+    assert set(axes_cut) == {1, 2}  # one plane or two, never three
 
 
 def test_keep_structure_undoes_a_transform_that_loses_the_structure() -> None:

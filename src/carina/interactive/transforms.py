@@ -95,13 +95,17 @@ class RandTruncated(Randomizable, MapTransform):
     The held-out structures of the shipped data (and many a user's) end at the image border: a
     field of view or a split plane cuts them. With probability ``prob`` this drops the slices on
     one side of a plane across the structure along one random axis, keeping at least
-    ``min_keep`` of the structure's voxels, so training sees structures cut in many places.
+    ``min_keep`` of the structure's voxels, so training sees structures cut in many places. With
+    ``max_cuts`` above 1 it cuts 1 to ``max_cuts`` times, each along another axis (a field of
+    view and a split plane may both cut one structure); every cut keeps ``min_keep`` of what the
+    cuts before it left.
 
     Args:
         keys: channel-first arrays to cut (image and label).
         label_key: the binary structure mask.
         prob: probability of a cut.
         min_keep: the least share of the structure's voxels that stays.
+        max_cuts: the most planes, one per axis.
     """
 
     def __init__(
@@ -110,13 +114,17 @@ class RandTruncated(Randomizable, MapTransform):
         label_key: str = "label",
         prob: float = 0.5,
         min_keep: float = 0.5,
+        max_cuts: int = 1,
     ) -> None:
         MapTransform.__init__(self, keys)
         if not 0.0 < min_keep <= 1.0:
             raise ValueError(f"min_keep must be in (0, 1], not {min_keep}")
+        if max_cuts < 1:
+            raise ValueError(f"max_cuts must be at least 1, not {max_cuts}")
         self.label_key = label_key
         self.prob = prob
         self.min_keep = min_keep
+        self.max_cuts = max_cuts
 
     def randomize(self, data: Any = None) -> None:
         """Nothing to draw ahead: the plane is sampled in ``__call__``."""
@@ -125,11 +133,20 @@ class RandTruncated(Randomizable, MapTransform):
         out = dict(data)
         if self.R.rand() >= self.prob:
             return out
+        ndim = np.asarray(out[self.label_key]).ndim - 1
+        if self.max_cuts == 1:  # the draws of one cut as they always were: builds reproduce
+            return self._cut(out, int(self.R.randint(ndim)))
+        cuts = int(self.R.randint(1, min(self.max_cuts, ndim) + 1))
+        for axis in self.R.permutation(ndim)[:cuts]:
+            out = self._cut(out, int(axis))
+        return out
+
+    def _cut(self, out: dict[Hashable, Any], axis: int) -> dict[Hashable, Any]:
+        """Drops the slices on one side of a plane across ``axis``, keeping ``min_keep``."""
         label = np.asarray(out[self.label_key])[0] > 0
         total = int(label.sum())
         if total == 0:
             return out
-        axis = int(self.R.randint(label.ndim))
         other = tuple(a for a in range(label.ndim) if a != axis)
         counts = label.sum(axis=other)
         if self.R.rand() < 0.5:  # keep from the plane upwards
