@@ -85,6 +85,27 @@ def test_window_extracts_resizes_and_pastes_back() -> None:
     )
 
 
+def test_deepgrow_window_stays_centred_on_the_first_click() -> None:
+    from carina.interactive.transforms import deepgrow_window
+
+    spacing = np.array([2.0, 2.0, 2.0])
+    one = deepgrow_window(np.array([[20.0, 20, 20]]), (8, 8, 8), window_mm=32, spacing=spacing)
+    assert one.start == (12, 12, 12) and one.size == (16, 16, 16)
+    near = deepgrow_window(
+        np.array([[20.0, 20, 20], [25, 16, 22]]), (8, 8, 8), window_mm=32, spacing=spacing, margin=2
+    )
+    assert near == one  # a later click inside the window does not move it
+    far = deepgrow_window(
+        np.array([[20.0, 20, 20], [33, 18, 20]]), (8, 8, 8), window_mm=32, spacing=spacing, margin=2
+    )
+    assert far.size == (31, 16, 16) and far.start == (5, 12, 12)  # grown, still centred on 20
+    assert far.start[0] + 2 <= 33 < far.start[0] + far.size[0] - 2
+    sized = deepgrow_window(
+        np.array([[20.0, 20, 20]]), (8, 8, 8), window_mm=32, spacing=spacing, size=(10, 10, 10)
+    )
+    assert sized.start == (15, 15, 15) and sized.size == (10, 10, 10)
+
+
 def test_truncation_cuts_through_the_structure_and_keeps_enough_of_it() -> None:
     from carina.interactive import RandTruncated
 

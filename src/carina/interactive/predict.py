@@ -1,8 +1,9 @@
 """Inference of interactive models: DeepGrow from clicks, DExtr3D from extreme points.
 
-Both crop a window around the user's points (DeepGrow: the foreground clicks plus a margin, at
-least the ROI; DExtr3D: the points' box plus ``padding`` millimetres), resize it to the ROI, add the
-guidance channels, run the network, and paste the mask back into the full image grid.
+Both crop a window around the user's points (DeepGrow: centred on the first foreground click, at
+least the model's window, and holding every foreground click plus a margin; DExtr3D: the points'
+box plus ``padding`` millimetres), resize it to the ROI, add the guidance channels, run the
+network, and paste the mask back into the full image grid.
 """
 
 from __future__ import annotations
@@ -95,8 +96,9 @@ class InteractivePredictor:
     ) -> InteractiveResult:
         """Segment the structure the foreground clicks are in; background clicks exclude.
 
-        The model looks at a window centred on the foreground clicks: a cube of the model's
-        ``window`` millimetres, or ``spatial_size`` voxels when given. A 2D model segments only
+        The model looks at a window centred on the first foreground click, as in training: a cube
+        of the model's ``window`` millimetres, or ``spatial_size`` voxels when given, grown to hold
+        the later foreground clicks plus the margin. A 2D model segments only
         slice ``current_point[2]`` (else the last foreground click's).
 
         Raises:

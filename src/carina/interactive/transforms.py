@@ -255,15 +255,22 @@ def deepgrow_window(
     shift: np.ndarray[Any, Any] | None = None,
     size: Sequence[int] | None = None,
 ) -> Window:
-    """The DeepGrow window: a cube of ``window_mm`` (or ``size`` voxels) centred on the clicks'
-    box, grown to hold that box plus ``margin`` voxels."""
-    minimum = np.asarray(size, np.float64) if size is not None else window_mm / spacing
+    """The DeepGrow window: a cube of ``window_mm`` (or ``size`` voxels) centred on the first
+    click, grown per axis, still centred there, until every click lies ``margin`` voxels inside.
+
+    Training centres the window on the one simulated first click, so inference keeps it there:
+    re-centring on all the clicks would move the structure off the centre the model has learnt
+    (a corrective click at the tip of a process shifted it by a quarter of the window).
+    """
+    first = clicks[0]
+    base = np.asarray(size, np.float64) if size is not None else window_mm / spacing
+    spread = np.abs(clicks - first).max(0)
     return Window.around(
-        clicks.min(0),
-        clicks.max(0) + 1,
+        first,
+        first + 1,
         roi,
         margin=[margin] * len(roi),
-        min_size=minimum,
+        min_size=np.maximum(base, 2 * (spread + margin) + 1),
         shift=shift,
     )
 
