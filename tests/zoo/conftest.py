@@ -11,9 +11,14 @@ from carina.data import ensure_dataset
 from carina.io import Volume, load_volume
 from carina.zoo import install_archive, load_index
 
-#: Every archive the zoo ships (annotation_dextr3d joins once it reaches its target:
-#: tests/zoo/test_interactive_models.py).
-ZOO = ("spine_ct_vertebrae", "brain_mr_tissue", "deepgrow_2d", "deepgrow_3d")
+#: Every archive the zoo ships.
+ZOO = (
+    "spine_ct_vertebrae",
+    "brain_mr_tissue",
+    "deepgrow_2d",
+    "deepgrow_3d",
+    "annotation_dextr3d",
+)
 
 
 @pytest.fixture(scope="module")
