@@ -71,12 +71,11 @@ DEXTR3D_SHORT = pytest.mark.xfail(
 @pytest.mark.parametrize(
     ("dataset", "value"),
     [
-        pytest.param("spine_ct", 1, marks=DEXTR3D_SHORT, id="spine_ct-L2"),
-        pytest.param("spine_ct", 2, id="spine_ct-L3"),
-        pytest.param("spine_ct", 3, id="spine_ct-L4"),
-        pytest.param("spine_mr", 1, id="spine_mr-C5"),
-        pytest.param("spine_mr", 2, id="spine_mr-C6"),
-        pytest.param("spine_mr", 3, id="spine_mr-C7"),
+        pytest.param(
+            dataset, value, marks=DEXTR3D_SHORT if (dataset, value) == ("spine_ct", 1) else ()
+        )
+        for dataset, values in VERTEBRAE.items()
+        for value in values
     ],
 )
 def test_dextr3d_from_the_six_extreme_points(
