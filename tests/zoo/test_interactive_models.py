@@ -1,7 +1,6 @@
 """Acceptance of the interactive zoo archives on the held-out halves, which training never saw.
 
-A test is skipped, with the reason shown, while its archive is not in the zoo. A vertebra that an
-archive does not yet bring to its target is a strict expected failure, with the measured figure.
+A test is skipped, with the reason shown, while its archive is not in the zoo.
 """
 
 from __future__ import annotations
@@ -58,25 +57,10 @@ def test_deepgrow_one_click_then_corrections(workspace: Path, data_dir: Path, da
     assert all(later >= earlier - 1e-9 for earlier, later in itertools.pairwise(means)), means
 
 
-#: The DExtr3D target is 0.85 on every held-out vertebra; CT L2 (cut by the field of view and the
-#: split, holding the arch and spinous process its training half lacks) stays at 0.75-0.80 with
-#: every recipe tried (examples/archives/annotation_dextr3d/docs/README.md). The mark is strict:
-#: the day it passes, the test fails until the mark goes.
-DEXTR3D_SHORT = pytest.mark.xfail(
-    strict=True, reason="CT L2 measured 0.761 against the 0.85 target (issue 4 open)"
-)
-
-
 @shipped("annotation_dextr3d")
 @pytest.mark.parametrize(
     ("dataset", "value"),
-    [
-        pytest.param(
-            dataset, value, marks=DEXTR3D_SHORT if (dataset, value) == ("spine_ct", 1) else ()
-        )
-        for dataset, values in VERTEBRAE.items()
-        for value in values
-    ],
+    [(dataset, value) for dataset, values in VERTEBRAE.items() for value in values],
 )
 def test_dextr3d_from_the_six_extreme_points(
     workspace: Path, data_dir: Path, dataset: str, value: int
