@@ -8,6 +8,7 @@ name only, never by a full path, so that a server never leaks its folders.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 
 class CarinaError(Exception):
@@ -93,44 +94,119 @@ class GuidanceError(CarinaError):
     """Clicks or extreme points an interactive model cannot use (too few, outside the image)."""
 
 
-class ModelNotFound(CarinaError):  # noqa: N818 - the name DESIGN.md gives it
+class ApiError(CarinaError):
+    """An error of the annotation API: what a server answers with an HTTP status, and what a
+    client raises when it reads that answer. The same class serves both sides::
+
+        ApiError
+        ├── RequestError            400: malformed params or body, a bad name
+        │   └── PayloadTooLargeError    413
+        ├── AuthError               401: no or a wrong bearer token
+        ├── NotFoundError           404: no such thing (or endpoint)
+        │   ├── ModelNotFound
+        │   └── SessionNotFound
+        │       └── SessionExpired  440 on an inference call
+        ├── NotSupportedError       501: an optional feature this server does not offer
+        └── ServerError             500: the server failed
+            ├── ServerBusyError         503, with ``retry_after``
+            └── InferenceTimeoutError   504
+
+    Other Carina errors a server meets (an unreadable image, a bad archive, unusable clicks) are
+    answered with 400 as well; a client raises :class:`RequestError` for them, with ``kind``
+    naming the server's error type.
+
+    Attributes:
+        http_status: the status a server answers this error with.
+        message: what went wrong.
+        status: the HTTP status of the answer a client read this error from; None when the error
+            was raised locally (or no answer came).
+        kind: the error type the server named in its answer, when one was read.
+    """
+
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str, *, status: int | None = None, kind: str | None = None) -> None:
+        self.message = message
+        self.status = status
+        self.kind = kind
+        super().__init__(f"{message} (HTTP {status})" if status is not None else message)
+
+
+class RequestError(ApiError):
+    """A request's parameters or body are malformed (wrong type, missing part, bad name)."""
+
+    http_status = 400
+
+
+class PayloadTooLargeError(RequestError):
+    """A request body is larger than the server accepts."""
+
+    http_status = 413
+
+
+class AuthError(ApiError):
+    """A route that needs a bearer token was called without the right one."""
+
+    http_status = 401
+
+
+class NotFoundError(ApiError):
+    """The thing a request names does not exist (a model, a session, an endpoint)."""
+
+    http_status = 404
+
+
+class ModelNotFound(NotFoundError):  # noqa: N818 - the name DESIGN.md gives it
     """No model of that name is installed on the server."""
 
 
-class SessionNotFound(CarinaError):  # noqa: N818 - pairs with SessionExpired
+class SessionNotFound(NotFoundError):  # noqa: N818 - pairs with SessionExpired
     """No session of that id exists (it never did, expired or was deleted)."""
 
 
 class SessionExpired(SessionNotFound):
     """An inference call named a session that is unknown or expired (HTTP 440 in AIAA)."""
 
-
-class RequestError(CarinaError):
-    """A request's parameters or body are malformed (wrong type, missing part, bad name)."""
+    http_status = 440
 
 
-class PayloadTooLargeError(RequestError):
-    """A request body is larger than the server accepts."""
+class NotSupportedError(ApiError):
+    """An optional feature of the protocol that this server does not offer (HTTP 501)."""
+
+    http_status = 501
 
 
-class AuthError(CarinaError):
-    """A route that needs a bearer token was called without the right one."""
+class ServerError(ApiError):
+    """The server failed (HTTP 5xx)."""
+
+    http_status = 500
 
 
-class ServerBusyError(CarinaError):
-    """The inference queue is full; the client should retry after ``retry_after`` seconds."""
+class ServerBusyError(ServerError):
+    """The server cannot take the request now; retry after ``retry_after`` seconds.
 
-    def __init__(self, message: str, *, retry_after: int) -> None:
+    Attributes:
+        retry_after: seconds to wait (a client reads it from ``Retry-After``; None when absent).
+    """
+
+    http_status = 503
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        kind: str | None = None,
+    ) -> None:
         self.retry_after = retry_after
-        super().__init__(message)
+        super().__init__(message, status=status, kind=kind)
 
 
-class InferenceTimeoutError(CarinaError):
+class InferenceTimeoutError(ServerError):
     """An inference took longer than the server's per-request limit."""
 
-
-class NotSupportedError(CarinaError):
-    """An optional feature of the protocol that this server does not offer (HTTP 501)."""
+    http_status = 504
 
 
 class CloudError(CarinaError):

@@ -19,9 +19,9 @@ from carina.client import (
     AuthError,
     Client,
     Endpoint,
-    ModelNotFoundError,
-    SessionExpiredError,
-    SessionNotFoundError,
+    ModelNotFound,
+    SessionExpired,
+    SessionNotFound,
 )
 from carina.io import Volume, load_volume
 from carina.zoo import install_archive, zoo_archive_path
@@ -74,10 +74,10 @@ def test_health_and_model_list(client: Client) -> None:
 def test_unknown_model_raises_model_not_found(
     client: Client, spine_ct_path: Path, tmp_path: Path
 ) -> None:
-    with pytest.raises(ModelNotFoundError) as raised:
+    with pytest.raises(ModelNotFound) as raised:
         client.model("no_such_model")
     assert raised.value.status == 404 and "no_such_model" in raised.value.message
-    with pytest.raises(ModelNotFoundError):
+    with pytest.raises(ModelNotFound):
         client.segment("no_such_model", spine_ct_path, output=tmp_path / "never.nii.gz")
     assert list(tmp_path.iterdir()) == []
 
@@ -126,10 +126,10 @@ def test_session_deepgrow_close_then_440(
 
     assert client.close_session(session_id) is True
     assert client.close_session(session_id) is False
-    with pytest.raises(SessionExpiredError) as raised:
+    with pytest.raises(SessionExpired) as raised:
         client.deepgrow("deepgrow_2d", None, [BONE], output=output, session_id=session_id)
     assert raised.value.status == 440 and session_id in raised.value.message
-    with pytest.raises(SessionNotFoundError):
+    with pytest.raises(SessionNotFound):
         client.session(session_id)
 
 
@@ -190,9 +190,9 @@ def test_admin_install_patch_delete(client: Client, tmp_path: Path) -> None:
     assert client.model("brain_copy").description == "patched"
 
     assert client.delete_model("brain_copy").name == "brain_copy"
-    with pytest.raises(ModelNotFoundError):
+    with pytest.raises(ModelNotFound):
         client.model("brain_copy")
-    with pytest.raises(ModelNotFoundError):
+    with pytest.raises(ModelNotFound):
         client.delete_model("brain_copy")
 
 
@@ -255,7 +255,7 @@ def test_cli_session_and_unknown_model(server: str, spine_ct_path: Path, tmp_pat
     deleted = runner.invoke(app, ["client", "--server", server, "session", "delete", session_id])
     assert deleted.exit_code == 0 and session_id in deleted.stdout
     again = runner.invoke(app, ["client", "--server", server, "session", "delete", session_id])
-    assert again.exit_code == 1 and isinstance(again.exception, SessionNotFoundError)
+    assert again.exit_code == 1 and isinstance(again.exception, SessionNotFound)
     missing = runner.invoke(
         app,
         [
@@ -263,7 +263,7 @@ def test_cli_session_and_unknown_model(server: str, spine_ct_path: Path, tmp_pat
             *("--model", "no_such_model", "-o", str(tmp_path / "never.nii.gz")),
         ],
     )
-    assert missing.exit_code == 1 and isinstance(missing.exception, ModelNotFoundError)
+    assert missing.exit_code == 1 and isinstance(missing.exception, ModelNotFound)
 
 
 def test_cli_error_is_one_red_line_and_status_1(server: str, tmp_path: Path) -> None:

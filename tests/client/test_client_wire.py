@@ -13,16 +13,17 @@ import httpx
 import pytest
 
 from carina.client import (
+    ApiError,
     AuthError,
-    BadRequestError,
     Client,
-    ClientError,
-    ModelNotFoundError,
+    ModelNotFound,
+    PayloadTooLargeError,
     ProtocolError,
+    RequestError,
     ServerBusyError,
     ServerError,
     ServerUnreachableError,
-    SessionExpiredError,
+    SessionExpired,
     parse_server_timing,
 )
 from carina.client.multipart import parse_multipart, read_answer
@@ -80,9 +81,13 @@ def test_import_loads_no_heavy_library() -> None:
     assert output.stdout.strip() == "[]"
 
 
-def test_client_errors_are_carina_errors() -> None:
-    assert issubclass(ClientError, CarinaError)
-    assert issubclass(ModelNotFoundError, ClientError) and issubclass(ServerBusyError, ServerError)
+def test_client_errors_are_the_servers_errors() -> None:
+    import carina.errors
+
+    assert issubclass(ApiError, CarinaError)
+    assert issubclass(ModelNotFound, ApiError) and issubclass(ServerBusyError, ServerError)
+    for name in ("AuthError", "ModelNotFound", "ServerBusyError", "SessionExpired"):
+        assert getattr(carina.client, name) is getattr(carina.errors, name), "one class each"
 
 
 def test_deepgrow_with_session_sends_params_only(tmp_path: Path) -> None:
@@ -166,19 +171,19 @@ def test_inference_without_output_asks_for_json() -> None:
     [
         (
             error_answer(440, "Session s expired or unknown", "SessionExpired"),
-            SessionExpiredError,
+            SessionExpired,
             440,
         ),
-        (error_answer(404, "model 'm' not found", "ModelNotFound"), ModelNotFoundError, 404),
-        (httpx.Response(404, text="<html>Not Found</html>"), ModelNotFoundError, 404),
+        (error_answer(404, "model 'm' not found", "ModelNotFound"), ModelNotFound, 404),
+        (httpx.Response(404, text="<html>Not Found</html>"), ModelNotFound, 404),
         (error_answer(401, "admin routes need a token", "AuthError"), AuthError, 401),
-        (error_answer(400, "params.points: 6 needed", "GuidanceError"), BadRequestError, 400),
-        (error_answer(413, "too large", "PayloadTooLargeError"), BadRequestError, 413),
+        (error_answer(400, "params.points: 6 needed", "GuidanceError"), RequestError, 400),
+        (error_answer(413, "too large", "PayloadTooLargeError"), PayloadTooLargeError, 413),
         (httpx.Response(500, text="Internal Server Error"), ServerError, 500),
     ],
 )
 def test_error_answers_raise_their_class(
-    tmp_path: Path, response: httpx.Response, error: type[ClientError], status: int
+    tmp_path: Path, response: httpx.Response, error: type[ApiError], status: int
 ) -> None:
     with client_for(lambda request: response) as client, pytest.raises(error) as raised:
         client.segment("m", None, output=tmp_path / "seg.nii.gz", session_id="s")

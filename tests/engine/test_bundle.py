@@ -97,4 +97,4 @@ def test_bundle_with_expressions_is_refused_when_untrusted(
     spine, _ = trained
     bundle = write_bundle(tmp_path / "spine_bundle", spine / "models" / "model.pt")
     with pytest.raises(UntrustedCodeError, match=r"inference\.json: imports\.0: Python expression"):
-        Archive.open(bundle, trusted=False).serving_config()
+        Archive.open(bundle, trusted=False).serving_pipeline()

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from carina.archive import Archive
-from carina.engine.evaluate import validate_archive
 from carina.engine.predict import Predictor
 from carina.engine.train import TrainOptions, TrainResult, train_archive
 from carina.io import load_volume
+from carina.kinds import validate_archive
 from tests.archive.conftest import copy_example
 
 

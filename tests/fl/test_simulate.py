@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from carina.archive import Archive
-from carina.engine.evaluate import validate_archive
 from carina.engine.train import TrainOptions, train_archive
 from carina.fl.job import JobSpec, Privacy
 from carina.fl.simulate import FLError, simulate
+from carina.kinds import validate_archive
 from tests.fl.conftest import quick_archive
 
 SITES = {"site-1": "spine_ct_vertebra", "site-2": "spine_mr_vertebra"}

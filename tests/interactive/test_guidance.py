@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from carina.interactive.guidance import (
+    bounding_box,
     corrective_click,
     deepest_point,
     extreme_points,
@@ -62,6 +63,18 @@ def test_extreme_points_touch_each_side() -> None:
     assert points[0][0] == 2 and points[1][0] == 6
     assert points[2][1] == 3 and points[3][1] == 8
     assert points[4][2] == 4 and points[5][2] == 10
+    labels = mask.astype(np.uint8) * 3  # a label map: every non-zero voxel counts
+    assert extreme_points(labels) == points
+    assert extreme_points(np.zeros((2, 2, 2))) == []
+
+
+def test_bounding_box_is_low_inclusive_high_exclusive() -> None:
+    mask = np.zeros((10, 12, 14), np.uint8)
+    mask[2:7, 3:9, 4:11] = 2
+    box = bounding_box(mask)
+    assert box == ((2, 3, 4), (7, 9, 11))
+    assert mask[2:7, 3:9, 4:11].all() and mask.sum() == mask[2:7, 3:9, 4:11].sum()
+    assert bounding_box(np.zeros((3, 3), bool)) is None
 
 
 def test_window_extracts_resizes_and_pastes_back() -> None:
@@ -86,7 +99,7 @@ def test_window_extracts_resizes_and_pastes_back() -> None:
 
 
 def test_deepgrow_window_stays_centred_on_the_first_click() -> None:
-    from carina.interactive.transforms import deepgrow_window
+    from carina.interactive.window import deepgrow_window
 
     spacing = np.array([2.0, 2.0, 2.0])
     one = deepgrow_window(np.array([[20.0, 20, 20]]), (8, 8, 8), window_mm=32, spacing=spacing)

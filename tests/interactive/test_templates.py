@@ -10,12 +10,12 @@ import pytest
 from carina.archive import Archive
 from carina.archive.scaffold import scaffold_archive
 from carina.engine.check import check_archive
-from carina.engine.evaluate import validate_archive
 from carina.engine.train import TrainOptions, train_archive
 from carina.errors import ConfigError, GuidanceError
 from carina.interactive.guidance import deepest_point, extreme_points
 from carina.interactive.predict import InteractivePredictor
 from carina.io import load_volume
+from carina.kinds import validate_archive
 
 BRIEF = {"epochs": 1, "iterations_per_epoch": 3, "val_interval": 1}
 

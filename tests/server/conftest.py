@@ -23,7 +23,7 @@ def untrained_archive(name: str, target: Path, *, seed: int = 0) -> Path:
 
     shutil.copytree(EXAMPLES / name, target, ignore=shutil.ignore_patterns("models", "eval"))
     torch.manual_seed(seed)
-    network = build_network(Archive.open(target).serving_config().resolved)
+    network = build_network(Archive.open(target).serving_pipeline().resolved)
     (target / "models").mkdir()
     torch.save(network.state_dict(), target / "models" / "model.pt")
     return target

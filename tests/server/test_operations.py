@@ -109,22 +109,46 @@ def test_openapi_describes_every_endpoint(client: TestClient) -> None:
     assert {t["name"] for t in spec["tags"]} == {"API (v1)", "Admin (model)", "Admin (others)"}
 
 
+def test_every_route_answers_with_and_without_a_trailing_slash(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    routes = [(method, path) for path, item in spec["paths"].items() for method in item]
+    routes += [
+        ("get", "/health"),
+        ("get", "/openapi.json"),
+        ("get", "/docs"),
+        ("get", "/favicon.ico"),
+    ]
+    unanswered = []
+    for method, path in routes:
+        concrete = path.replace("{session_id}", "0" * 8 + "-0000-0000-0000-" + "0" * 12)
+        concrete = concrete.replace("{name}", "no_such_model")
+        for spelling in {concrete.rstrip("/"), concrete.rstrip("/") + "/"}:
+            answer = client.request(method, spelling, headers={"Authorization": "Bearer a"})
+            body = answer.json() if "json" in answer.headers.get("content-type", "") else {}
+            kind = body.get("error", {}).get("type") if isinstance(body, dict) else None
+            if (
+                answer.status_code in (404, 405) and kind == "HTTPException"
+            ) or 300 <= answer.status_code < 400:
+                unanswered.append(f"{method.upper()} {spelling}: {answer.status_code}")
+    assert not unanswered
+
+
 def test_model_cache_budget_and_reload(workspace: Path) -> None:
     registry = ModelRegistry(workspace / "models", memory_budget=1, device="cpu", max_bytes=10**9)
-    first = registry.predictor("spine_ct_vertebrae")
-    assert registry.predictor("spine_ct_vertebrae") is first, "cached"
-    registry.predictor("deepgrow_2d")
+    first = registry.runner("spine_ct_vertebrae")
+    assert registry.runner("spine_ct_vertebrae") is first, "cached"
+    registry.runner("deepgrow_2d")
     assert registry.loaded_count() == 1, "the budget keeps only the last one"
     weights = workspace / "models" / "deepgrow_2d" / "models" / "model.pt"
     state = torch.load(weights, weights_only=True)
-    before = registry.predictor("deepgrow_2d")
+    before = registry.runner("deepgrow_2d")
     time.sleep(0.01)
     torch.save({k: torch.zeros_like(v) for k, v in state.items()}, weights)
-    after = registry.predictor("deepgrow_2d")
+    after = registry.runner("deepgrow_2d")
     assert after is not before, "new weights are loaded"
-    assert all(float(p.detach().abs().sum()) == 0 for p in after.network.parameters())
+    assert all(float(p.detach().abs().sum()) == 0 for p in after.predictor.network.parameters())
     shutil.rmtree(workspace / "models" / "deepgrow_2d")
-    assert [e.name for e in registry.entries()] == [
+    assert [e.name for e in registry.models()] == [
         "annotation_dextr3d",
         "deepgrow_3d",
         "spine_ct_vertebrae",

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from carina.archive import Archive
+from carina.archive.serving import parse_serving_config
 from carina.errors import (
     ConfigError,
     InferenceTimeoutError,
@@ -20,15 +24,11 @@ from carina.errors import (
     SessionNotFound,
 )
 from carina.io import Volume
-from carina.server.services.inference import (
-    Upload,
-    basename,
-    choose_inputs,
-    extreme_points_of,
-    known_suffix,
-)
+from carina.kinds import KINDS, ModelKind, kind_of
+from carina.server.services.aiaa import model_entry
+from carina.server.services.inference import Upload, basename, choose_inputs, known_suffix
 from carina.server.services.params import as_point, as_points, parse_params
-from carina.server.services.registry import check_model_name, entry_from_config
+from carina.server.services.registry import ModelInfo, check_model_name
 from carina.server.services.runner import InferenceRunner
 from carina.server.services.sessions import SessionStore
 from carina.server.wire import multipart_response
@@ -60,7 +60,15 @@ def test_client_file_names_are_never_paths() -> None:
     assert [u.field for u in choose_inputs(both)] == ["image"]
 
 
-def test_model_entries_follow_the_spec_mapping() -> None:
+def served(folder: Path, config: dict[str, Any]) -> ModelKind:
+    """The kind that would serve an archive holding ``config`` as its config_aiaa.json."""
+    (folder / "config").mkdir(parents=True)
+    (folder / "config" / "config_aiaa.json").write_text(json.dumps(config))
+    archive = Archive.open(folder)
+    return kind_of(archive, archive.serving_config())
+
+
+def test_model_entries_follow_the_spec_mapping(tmp_path: Path) -> None:
     clara3 = {
         "version": 3,
         "type": "annotation",
@@ -68,7 +76,9 @@ def test_model_entries_follow_the_spec_mapping() -> None:
         "pre_transforms": [],
         "inference": {"additional_info": {"organ": "spleen"}},
     }
-    entry = entry_from_config("ann", clara3, file="config_aiaa.json").model_dump()
+    entry = model_entry(
+        ModelInfo("ann", parse_serving_config(clara3, "config_aiaa.json"), KINDS["annotation"])
+    ).model_dump()
     assert entry["version"] == "3" and entry["padding"] == 20 and entry["roi"] == [128] * 3
     assert entry["sigma"] == 3.0 and entry["organ"] == "spleen"
     clara4 = {
@@ -83,9 +93,18 @@ def test_model_entries_follow_the_spec_mapping() -> None:
         ],
         "inference": {"meta_data": {}},
     }
-    assert entry_from_config("dg", clara4, file="f").model_dump()["deepgrow"] == "2D"
-    with pytest.raises(ConfigError, match="type"):
-        entry_from_config("x", {"type": "magic", "labels": []}, file="f")
+    deepgrow = parse_serving_config(clara4, "f")
+    assert (
+        model_entry(ModelInfo("dg", deepgrow, KINDS["deepgrow"])).model_dump()["deepgrow"] == "2D"
+    )
+    # Listed only when servable: Clara's DeepGrow ran a network its config does not define.
+    with pytest.raises(ConfigError, match=r"config_aiaa\.json: network_def: required"):
+        served(tmp_path / "clara", clara4)
+    unet = {"_target_": "UNet"}
+    with pytest.raises(ConfigError, match=r"config_aiaa\.json: roi: required for deepgrow"):
+        served(tmp_path / "dg", {"type": "deepgrow", "labels": [], "network_def": unet})
+    with pytest.raises(ConfigError, match=r"config_aiaa\.json: type: 'magic' is not a kind"):
+        served(tmp_path / "magic", {"type": "magic", "labels": [], "network_def": unet})
     for bad in ("..", "../x", "a/b", ".hidden", "", "x" * 200):
         with pytest.raises(RequestError):
             check_model_name(bad)
@@ -106,14 +125,6 @@ def test_multipart_answer_layout() -> None:
         ).encode()
     )
     assert response.headers["content-length"] == str(len(response.body))
-
-
-def test_extreme_points_of_a_mask() -> None:
-    mask = np.zeros((8, 8, 8), dtype=np.uint8)
-    mask[2:5, 3:7, 1:2] = 1
-    points = extreme_points_of(mask)
-    assert len(points) == 6 and min(p[0] for p in points) == 2 and max(p[1] for p in points) == 6
-    assert extreme_points_of(np.zeros((2, 2, 2))) == []
 
 
 def test_sessions_expire_and_take_the_shorter_lifetime(tmp_path: Path) -> None:

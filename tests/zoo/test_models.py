@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from carina.archive import Archive
-from carina.engine.evaluate import validate_archive
+from carina.kinds import validate_archive
 from carina.zoo.build import build_archive
 from tests.zoo.conftest import ZOO
 

@@ -1,8 +1,9 @@
 """Opening an archive: its variables, and its configs resolved to Bundle syntax and typed settings.
 
-``Archive.open(path)`` reads nothing heavy; ``train_config()`` and ``serving_config()`` read,
-translate (Clara syntax), rewrite (legacy MONAI names), check for code (untrusted archives) and
-validate.
+``Archive.open(path)`` reads nothing heavy. ``serving_config()`` reads the typed serving description
+(:mod:`carina.archive.serving`) without torch or MONAI; ``train_config()`` and
+``serving_pipeline()`` read, translate (Clara syntax), rewrite (legacy MONAI names), check for code
+(untrusted archives) and validate.
 Components are instantiated later, through :class:`ResolvedConfig`, by MONAI's ``ConfigParser``.
 """
 
@@ -16,15 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from carina.archive.clara import (
-    is_clara_train_config,
-    translate_serving_config,
-    translate_train_config,
-)
+from carina.archive.clara import is_clara_train_config, translate_train_config
 from carina.archive.layout import ArchiveKind, ArchiveLayout, find_root
 from carina.archive.legacy import rewrite_legacy
 from carina.archive.schema import (
-    ModelType,
     ServingConfig,
     TrainSettings,
     ValidationConfig,
@@ -33,6 +29,11 @@ from carina.archive.schema import (
 )
 from carina.archive.search import SearchSpace, drop_disabled, find_search, strip_search
 from carina.archive.security import find_code_files, find_code_in_config, refuse_code
+from carina.archive.serving import (
+    bundle_serving_config,
+    json_object,
+    serving_content,
+)
 from carina.errors import ArchiveError, ConfigError
 
 
@@ -167,7 +168,7 @@ class Archive:
             raise ArchiveError(f"{self.name}: training a MONAI Bundle is not supported; serve it")
         file = self.layout.train_config.name
         variables = self.variables()
-        raw = _object(read_json(self.layout.train_config), file)
+        raw = json_object(read_json(self.layout.train_config), file)
         notes: list[str] = []
         if is_clara_train_config(raw):
             raw, notes = translate_train_config(raw, variables, file=file)
@@ -185,65 +186,65 @@ class Archive:
             ConfigError: a malformed block, naming its key path.
         """
         file = self.layout.train_config.name
-        return find_search(_object(read_json(self.layout.train_config), file), file)
+        return find_search(json_object(read_json(self.layout.train_config), file), file)
 
-    def serving_config(self, *, batch: bool = False) -> ServingPipeline:
-        """The serving config (``config_aiaa.json``), or for ``batch`` inference
-        ``config_inference.json`` when present. A Bundle's ``inference.json`` maps to the same.
+    def serving_config(self, *, batch: bool = False) -> ServingConfig:
+        """The typed serving config: what the model is and how it is served (no components are
+        built). ``batch`` prefers ``config_inference.json``; a Bundle's ``metadata.json`` maps to
+        the same. A serving config without a network takes ``config_train.json``'s.
 
         Raises:
             ConfigError: naming the file and key of the first problem.
         """
         if self.kind == ArchiveKind.BUNDLE:
+            return bundle_serving_config(self.layout)
+        file, content = serving_content(self.layout, self.variables(), batch=batch)
+        return validate(ServingConfig, self._with_network(content), file)
+
+    def serving_pipeline(self, *, batch: bool = False) -> ServingPipeline:
+        """The serving config with its components ready to build: legacy names rewritten, the
+        network taken from ``config_train.json`` when the serving config has none, code refused
+        in untrusted archives.
+
+        Raises:
+            ConfigError: naming the file and key of the first problem.
+            UntrustedCodeError: an untrusted archive's config holds code.
+        """
+        if self.kind == ArchiveKind.BUNDLE:
             return self._bundle_serving()
-        path = self.layout.inference_config
-        if not (batch and path.is_file()):
-            path = self.layout.serving_config
-        file = path.name
         variables = self.variables()
-        raw = translate_serving_config(_object(read_json(path), file), variables, file=file)
+        file, raw = serving_content(self.layout, variables, batch=batch)
         content, notes = rewrite_legacy(raw)
-        if content.get("network_def") is None and self.layout.train_config.is_file():
-            content["network_def"] = self.train_config().settings.network_def
+        content = self._with_network(content)
         self._check_code(content, file)
         settings = validate(ServingConfig, content, file)
-        if settings.network_def is None and not self.layout.torchscript.is_file():
-            raise ConfigError(file, "network_def", "required when there is no config_train.json")
         return ServingPipeline(settings, ResolvedConfig(file, content, variables, notes))
+
+    def _with_network(self, content: dict[str, Any]) -> dict[str, Any]:
+        """``content`` with ``config_train.json``'s network when it names none itself."""
+        if content.get("network_def") is None and self.layout.train_config.is_file():
+            return {**content, "network_def": self.train_config().settings.network_def}
+        return content
 
     def validation_config(self) -> ValidationConfig:
         """``config_validation.json`` (all defaults when the file is absent)."""
         path = self.layout.validation_config
         if not path.is_file():
             return ValidationConfig()
-        content, _ = rewrite_legacy(_object(read_json(path), path.name))
+        content, _ = rewrite_legacy(json_object(read_json(path), path.name))
         self._check_code(content, path.name)
         return validate(ValidationConfig, content, path.name)
 
     def _bundle_serving(self) -> ServingPipeline:
-        metadata = _object(read_json(self.layout.bundle_metadata), "metadata.json")
         file = self.layout.bundle_inference.name
-        content = _object(read_json(self.layout.bundle_inference), file)
+        content = json_object(read_json(self.layout.bundle_inference), file)
         content, notes = rewrite_legacy(content)
         content.setdefault("bundle_root", str(self.layout.root))
         self._check_code(content, file)
         for key in ("network_def", "preprocessing", "inferer"):
             if key not in content:
                 raise ConfigError(file, key, "required id is missing")
-        outputs: dict[str, Any] = (metadata.get("network_data_format") or {}).get("outputs") or {}
-        first: dict[str, Any] = next(iter(outputs.values()), {}) or {}
-        channels: dict[str, str] = first.get("channel_def") or {}
-        labels = [
-            name
-            for value, name in sorted(channels.items(), key=lambda kv: int(kv[0]))
-            if int(value) > 0
-        ]
-        settings = ServingConfig(
-            version=str(metadata.get("version", "1")),
-            type=ModelType.SEGMENTATION,
-            labels=labels,
-            description=str(metadata.get("description", "")),
-        )
+        settings = bundle_serving_config(self.layout)
         return ServingPipeline(settings, ResolvedConfig(file, content, {}, notes))
 
     def _with_overrides(
@@ -325,12 +326,6 @@ def _set_path(config: dict[str, Any], path: list[str], value: Any, file: str) ->
     elif not isinstance(current, dict):
         raise ConfigError(file, ".".join(path), "cannot set a key inside a plain value")
     current[last] = value
-
-
-def _object(value: Any, file: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(file, "", "must be a JSON object")
-    return value
 
 
 def _unknown_component(message: str) -> str:

@@ -148,7 +148,21 @@ def translate_serving_config(
         "postprocessing": context.value(post, "post_transforms"),
         "meta_data": inference.get("meta_data") or inference.get("additional_info") or {},
     }
+    dimensions = _guidance_dimensions(out["preprocessing"])
+    if dimensions is not None and "deepgrow" not in out["meta_data"]:
+        out["deepgrow"] = f"{dimensions}D"
     return out
+
+
+def _guidance_dimensions(preprocessing: list[Any]) -> int | None:
+    """The ``dimensions`` of MONAI's ``AddGuidanceFromPointsd`` in a Clara DeepGrow pipeline."""
+    for item in preprocessing:
+        if isinstance(item, dict) and str(item.get("_target_", "")).endswith(
+            "AddGuidanceFromPointsd"
+        ):
+            dims = item.get("dimensions", item.get("spatial_dims", 3))
+            return 2 if dims == 2 else 3
+    return None
 
 
 def _translate_data(config: dict[str, Any], context: _Context, out: dict[str, Any]) -> None:

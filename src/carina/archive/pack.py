@@ -15,8 +15,7 @@ from typing import Any
 from carina import __version__
 from carina.archive.layout import ArchiveLayout, find_root
 from carina.errors import ArchiveError, UnsafeZipError
-from carina.io.atomic import atomic_path, atomic_write_bytes
-from carina.io.safezip import checked_members, extract_members
+from carina.files import atomic_path, atomic_write_bytes, checked_members, extract_members
 from carina.settings import DEFAULT_MAX_IMAGE_BYTES
 
 MANIFEST = "manifest.json"

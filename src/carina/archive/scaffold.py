@@ -49,8 +49,6 @@ def scaffold_archive(
         ConfigError: unknown task, wrong labels, or 2D for a task other than DeepGrow.
         DatasetError: unknown dataset.
     """
-    from carina.data import get_dataset
-
     target = Path(target)
     if target.exists():
         raise ArchiveError(f"{target.name}: already exists; choose a new folder")
@@ -59,26 +57,9 @@ def scaffold_archive(
     except ValueError as exc:
         raise ConfigError("--task", task, "use segmentation, deepgrow or annotation") from exc
     names = [dataset] if isinstance(dataset, str) else list(dataset)
-    specs = [get_dataset(name) for name in names]
     if dimensions == 2 and model_type != ModelType.DEEPGROW:
         raise ConfigError("--dimensions", "2", "only DeepGrow has a 2D template")
-    if model_type == ModelType.SEGMENTATION:
-        if len(specs) != 1:
-            raise ConfigError("--dataset", ",".join(names), "segmentation trains on one dataset")
-        spec = specs[0]
-        label_names = labels or [name for value, name in sorted(spec.labels.items()) if value > 0]
-        if len(label_names) != len(spec.labels) - 1:
-            raise ConfigError(
-                "--labels", ",".join(label_names), f"{spec.name} has {len(spec.labels) - 1} labels"
-            )
-        train, serving = _segmentation(spec.name, spec.modality, label_names)
-        what = f"{', '.join(label_names)} in {spec.modality}"
-    elif model_type == ModelType.DEEPGROW:
-        train, serving = _deepgrow(names, dimensions)
-        what = f"any structure from clicks ({dimensions}D DeepGrow)"
-    else:
-        train, serving = _annotation(names)
-        what = "any structure from its 6 extreme points (DExtr3D)"
+    train, serving, what = _template(model_type, names, labels, dimensions)
     files = {
         "config/environment.json": {"DATASET": names[0] if len(names) == 1 else names},
         "config/config_train.json": train,
@@ -99,6 +80,36 @@ def scaffold_archive(
         "For research use, not for diagnosis.\n"
     )
     return target
+
+
+def _template(
+    model_type: ModelType, names: list[str], labels: list[str] | None, dimensions: int
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The training and serving configs of the task, and what the model does, in words.
+
+    Raises:
+        ConfigError: wrong labels, or several datasets for a segmentation.
+        DatasetError: unknown dataset.
+    """
+    from carina.data import get_dataset
+
+    specs = [get_dataset(name) for name in names]
+    if model_type == ModelType.DEEPGROW:
+        train, serving = _deepgrow(names, dimensions)
+        return train, serving, f"any structure from clicks ({dimensions}D DeepGrow)"
+    if model_type != ModelType.SEGMENTATION:
+        train, serving = _annotation(names)
+        return train, serving, "any structure from its 6 extreme points (DExtr3D)"
+    if len(specs) != 1:
+        raise ConfigError("--dataset", ",".join(names), "segmentation trains on one dataset")
+    spec = specs[0]
+    label_names = labels or [name for value, name in sorted(spec.labels.items()) if value > 0]
+    if len(label_names) != len(spec.labels) - 1:
+        raise ConfigError(
+            "--labels", ",".join(label_names), f"{spec.name} has {len(spec.labels) - 1} labels"
+        )
+    train, serving = _segmentation(spec.name, spec.modality, label_names)
+    return train, serving, f"{', '.join(label_names)} in {spec.modality}"
 
 
 def _segmentation(

@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from carina.errors import ConfigError
 
@@ -93,10 +101,31 @@ class TrainSettings(_Strict):
 
 
 class ServingConfig(_Strict):
-    """``config_aiaa.json``: what the annotation server and ``carina infer`` load."""
+    """What a model is and how it is served: the one typed form of every serving description.
+
+    Read from Carina's ``config_aiaa.json``, a Clara 3.x/4.x ``config_aiaa.json`` (translated
+    first) or a MONAI Bundle's ``metadata.json`` + ``inference.json`` by
+    :meth:`carina.archive.Archive.serving_config`; the registry, the APIs, the command line and the
+    engine all use it. Settings a file leaves out get the defaults of the AIAA protocol (spec 5.3),
+    so every reader sees the same values.
+
+    Attributes:
+        type: the model kind (``segmentation``, ``annotation`` for DExtr3D, ``deepgrow``, ...).
+        labels: the structure of each label value: value n is ``labels[n - 1]``.
+        dimensions: 2 or 3, the spatial dimensions the network works in.
+        roi: the network's input size (interactive models).
+        sigma: the Gaussian width of a click or extreme point, in ROI voxels.
+        padding: DExtr3D's margin around the extreme points, in millimetres.
+        margin: DeepGrow's margin around the clicks, in voxels.
+        window: DeepGrow's window edge, in millimetres.
+        deepgrow: ``"2D"`` or ``"3D"`` for DeepGrow (and pipeline) models, else None.
+        meta_data: extra information clients are shown with the model (Clara's ``meta_data`` or
+            ``additional_info``).
+        preprocessing, inferer, postprocessing, network_def: the components, in Bundle syntax.
+    """
 
     version: str = "1"
-    type: ModelType
+    type: str
     labels: list[str]
     description: str = ""
     preprocessing: list[Component] | Component | None = None
@@ -104,11 +133,12 @@ class ServingConfig(_Strict):
     postprocessing: list[Component] | Component | None = None
     network_def: Component | None = None
     model_file: str = "models/model.pt"
-    roi: list[int] | None = None
-    sigma: float | None = None
-    padding: float | None = None
-    margin: int | None = None
-    window: float | None = None
+    dimensions: Literal[2, 3] | None = None
+    roi: list[int] | None = Field(default=None, min_length=2, max_length=3)
+    sigma: float | None = Field(default=None, gt=0)
+    padding: float | None = Field(default=None, ge=0)
+    margin: int | None = Field(default=None, ge=0)
+    window: float | None = Field(default=None, gt=0)
     deepgrow: Literal["2D", "3D"] | None = None
     meta_data: dict[str, Any] = Field(default_factory=dict)
 
@@ -116,6 +146,50 @@ class ServingConfig(_Strict):
     @classmethod
     def _version_as_text(cls, value: Any) -> str:
         return str(value)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type_name(cls, value: Any) -> str:
+        name = str(value or "").strip().lower()
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ValueError(f"must name a model type ({', '.join(ModelType)}), not {value!r}")
+        return name
+
+    @field_validator("deepgrow", mode="before")
+    @classmethod
+    def _deepgrow_upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _protocol_defaults(self) -> ServingConfig:
+        if self.type == ModelType.ANNOTATION:
+            self.padding = 20.0 if self.padding is None else self.padding
+            self.roi = self.roi or [128, 128, 128]
+            self.sigma = self.sigma or 3.0
+        elif self.type == ModelType.DEEPGROW:
+            self.sigma = self.sigma or 2.0
+            self.window = self.window or 128.0
+            self.margin = 8 if self.margin is None else self.margin
+        declared = self.deepgrow or self.meta_data.get("deepgrow")
+        if self.type in (ModelType.DEEPGROW, ModelType.PIPELINE) or declared:
+            self.deepgrow = _deepgrow_kind(declared, self.roi)
+        self.dimensions = self.dimensions or _dimensions(self)
+        return self
+
+
+def _deepgrow_kind(declared: Any, roi: list[int] | None) -> Literal["2D", "3D"]:
+    if isinstance(declared, str) and declared.upper() in ("2D", "3D"):
+        return "2D" if declared.upper() == "2D" else "3D"
+    return "2D" if roi is not None and len(roi) == 2 else "3D"
+
+
+def _dimensions(config: ServingConfig) -> Literal[2, 3]:
+    if config.deepgrow is not None:
+        return 2 if config.deepgrow == "2D" else 3
+    if config.roi is not None:
+        return 2 if len(config.roi) == 2 else 3
+    spatial = (config.network_def or {}).get("spatial_dims")
+    return 2 if spatial == 2 else 3
 
 
 class ValidationConfig(_Strict):

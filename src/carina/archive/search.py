@@ -222,12 +222,43 @@ def _is_flag(location: Location) -> bool:
     return location.key in ("_disabled_", "disabled")
 
 
+Members = list[tuple[int, Location, Any]]
+
+
 def _params(
     block: SearchBlock, owner: dict[str, Any], component: Path_, where: str, file: str
 ) -> list[SearchParam]:
+    groups = _groups(block, owner, component, where, file)
+    if block.type == "float":
+        return [
+            _float_param(block, alias, members, where, file) for alias, members in groups.items()
+        ]
+    choices = _choices(block, where, file)
+    if len(groups) > 1:
+        raise ConfigError(file, f"{where}.args", "an enum block's args share one alias or none")
+    ((alias, members),) = groups.items()
+    for number, choice in enumerate(choices):
+        for position, location, own in members:
+            _same_type(choice[position], own, location, f"{where}.targets[{number}]", file)
+    return [
+        SearchParam(
+            name=alias or "+".join(location.label for _, location, _ in members),
+            kind="enum",
+            locations=[location for _, location, _ in members],
+            own=[own for _, _, own in members],
+            domain=block.domain,
+            choices=choices,
+        )
+    ]
+
+
+def _groups(
+    block: SearchBlock, owner: dict[str, Any], component: Path_, where: str, file: str
+) -> dict[str, Members]:
+    """The block's args by alias: each arg's position, where it is set, and its own value."""
     clara = bool(component) and "_target_" not in owner and ("name" in owner or "path" in owner)
     keys = owner.get("args", {}) if clara else owner
-    groups: dict[str, list[tuple[int, Location, Any]]] = {}
+    groups: dict[str, Members] = {}
     for position, arg in enumerate(block.args):
         key, _, alias = arg.partition("#")
         if key == DISABLED:
@@ -246,51 +277,35 @@ def _params(
             place = _label(component) if component else "the top level"
             raise ConfigError(file, f"{where}.args", f"unknown key {key!r} in {place} ({hint})")
         groups.setdefault(alias, []).append((position, location, own))
-    if block.type == "float":
-        low, high = _range(block, where, file)
-        params = []
-        for alias, members in groups.items():
-            for _, location, own in members:
-                if isinstance(own, bool) or not isinstance(own, int | float):
-                    raise ConfigError(
-                        file,
-                        f"{where}.args",
-                        f"type mismatch: a float search needs a number at {location.label}, "
-                        f"which is {json.dumps(own)}",
-                    )
-            log = block.log if block.log is not None else block.domain == "lr"
-            if log and low <= 0:
-                raise ConfigError(file, f"{where}.targets", "a log-scale range must be above 0")
-            params.append(
-                SearchParam(
-                    name=alias or members[0][1].label,
-                    kind="float",
-                    locations=[location for _, location, _ in members],
-                    own=float(members[0][2]),
-                    domain=block.domain,
-                    low=low,
-                    high=high,
-                    log=log,
-                )
+    return groups
+
+
+def _float_param(
+    block: SearchBlock, alias: str, members: Members, where: str, file: str
+) -> SearchParam:
+    """One float parameter over every place its alias is set."""
+    low, high = _range(block, where, file)
+    for _, location, own in members:
+        if isinstance(own, bool) or not isinstance(own, int | float):
+            raise ConfigError(
+                file,
+                f"{where}.args",
+                f"type mismatch: a float search needs a number at {location.label}, "
+                f"which is {json.dumps(own)}",
             )
-        return params
-    choices = _choices(block, where, file)
-    if len(groups) > 1:
-        raise ConfigError(file, f"{where}.args", "an enum block's args share one alias or none")
-    ((alias, members),) = groups.items()
-    for number, choice in enumerate(choices):
-        for position, location, own in members:
-            _same_type(choice[position], own, location, f"{where}.targets[{number}]", file)
-    return [
-        SearchParam(
-            name=alias or "+".join(location.label for _, location, _ in members),
-            kind="enum",
-            locations=[location for _, location, _ in members],
-            own=[own for _, _, own in members],
-            domain=block.domain,
-            choices=choices,
-        )
-    ]
+    log = block.log if block.log is not None else block.domain == "lr"
+    if log and low <= 0:
+        raise ConfigError(file, f"{where}.targets", "a log-scale range must be above 0")
+    return SearchParam(
+        name=alias or members[0][1].label,
+        kind="float",
+        locations=[location for _, location, _ in members],
+        own=float(members[0][2]),
+        domain=block.domain,
+        low=low,
+        high=high,
+        log=log,
+    )
 
 
 def _range(block: SearchBlock, where: str, file: str) -> tuple[float, float]:

@@ -347,7 +347,8 @@ def run_trial(
     """Write the trial's archive (the source's configs with the sampled values), train it, report
     validation Dice after every epoch to the pruner, and tell the study the outcome."""
     from carina.archive.schema import read_json
-    from carina.engine.train import TrainOptions, train_archive
+    from carina.automl.trial import TrialTraining
+    from carina.engine.train import TrainOptions
 
     started = time.perf_counter()
     folder = trial_folder(results, trial.number)
@@ -356,15 +357,8 @@ def run_trial(
             values = suggest(trial, space)
             _write_trial_archive(source, folder, apply(read_json(source.layout.train_config),
                                                        values, space), epochs)  # fmt: skip
-            archive = Archive.open(folder)
-
-            def validated(epoch: int, dice: float) -> bool:
-                trial.report(dice, epoch)
-                # The last epoch's trial is complete: pruning it would only lose its value.
-                return epoch < epochs and bool(trial.should_prune())
-
-            options = TrainOptions(data_dir=data_dir, device=device, validated=validated)
-            result = train_archive(archive, options)
+            options = TrainOptions(data_dir=data_dir, device=device)
+            result = TrialTraining(Archive.open(folder), options, trial, epochs=epochs).execute()
         except Exception as exc:  # the trial fails; the study goes on
             message = str(exc) if isinstance(exc, CarinaError) else f"{type(exc).__name__}: {exc}"
             log.error("trial %d failed: %s", trial.number, message)

@@ -239,11 +239,11 @@ def session_delete(
     ctx: typer.Context, session_id: str = typer.Argument(..., help="The session's id.")
 ) -> None:
     """Delete a session and its image on the server."""
-    from carina.client import SessionNotFoundError
+    from carina.client import SessionNotFound
 
     with _connection(ctx).open() as client:
         if not client.close_session(session_id):
-            raise SessionNotFoundError(f"no session {session_id}", status=404)
+            raise SessionNotFound(f"no session {session_id}", status=404)
     console.print(f"deleted session {session_id}", highlight=False)
 
 

@@ -79,7 +79,7 @@ def validate(
 ) -> None:
     """Score the archive on its validation cases; writes eval/metrics.json and a per-case CSV."""
     from carina.archive import Archive
-    from carina.engine.evaluate import validate_archive
+    from carina.kinds import validate_archive
     from carina.settings import Settings
 
     result = validate_archive(

@@ -24,7 +24,7 @@ def serve(
 ) -> None:
     """Serve the AIAA-compatible annotation API for every model under WORKSPACE/models/.
 
-    Other settings come from CARINA_* environment variables (docs/reference/server.md).
+    Other settings come from CARINA_* environment variables (docs/reference/settings.md).
     """
     import tempfile
 

@@ -20,7 +20,7 @@ def list_zoo() -> None:
         dice = entry.metrics.get("mean_dice")
         score = f"held-out mean Dice {dice:.3f}" if isinstance(dice, float) else "no metric"
         console.print(
-            f"[bold]{entry.name}[/]  {entry.type.value}  {score}  {entry.size / 1e6:.1f} MB",
+            f"[bold]{entry.name}[/]  {entry.type}  {score}  {entry.size / 1e6:.1f} MB",
             highlight=False,
         )
         console.print(f"  labels: {', '.join(entry.labels) or '(any structure)'}", highlight=False)

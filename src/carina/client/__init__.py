@@ -11,34 +11,39 @@ or a script can import it anywhere::
 """
 
 from carina.client.client import Client, Endpoint, InferenceResult, parse_server_timing
-from carina.client.errors import (
+from carina.client.errors import ProtocolError, ServerUnreachableError
+from carina.errors import (
+    ApiError,
     AuthError,
-    BadRequestError,
-    ClientError,
-    ModelNotFoundError,
+    InferenceTimeoutError,
+    ModelNotFound,
     NotFoundError,
-    ProtocolError,
+    NotSupportedError,
+    PayloadTooLargeError,
+    RequestError,
     ServerBusyError,
     ServerError,
-    ServerUnreachableError,
-    SessionExpiredError,
-    SessionNotFoundError,
+    SessionExpired,
+    SessionNotFound,
 )
 
 __all__ = [
+    "ApiError",
     "AuthError",
-    "BadRequestError",
     "Client",
-    "ClientError",
     "Endpoint",
     "InferenceResult",
-    "ModelNotFoundError",
+    "InferenceTimeoutError",
+    "ModelNotFound",
     "NotFoundError",
+    "NotSupportedError",
+    "PayloadTooLargeError",
     "ProtocolError",
+    "RequestError",
     "ServerBusyError",
     "ServerError",
     "ServerUnreachableError",
-    "SessionExpiredError",
-    "SessionNotFoundError",
+    "SessionExpired",
+    "SessionNotFound",
     "parse_server_timing",
 ]

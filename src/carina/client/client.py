@@ -1,8 +1,8 @@
 """``Client``: the AIAA API of a Carina (or Clara AIAA) server, from Python, on httpx.
 
 Uploads stream from disk; result files are written atomically; every failure is a
-:class:`~carina.client.errors.ClientError` with the server's message. Nothing is retried: a
-:class:`~carina.client.errors.ServerBusyError` says when to try again.
+:class:`~carina.errors.ApiError` with the server's message. Nothing is retried: a
+:class:`~carina.errors.ServerBusyError` says when to try again.
 """
 
 from __future__ import annotations
@@ -22,16 +22,10 @@ from urllib.parse import quote
 import httpx
 
 from carina import __version__
-from carina.client.errors import (
-    ModelNotFoundError,
-    NotFoundError,
-    ProtocolError,
-    ServerUnreachableError,
-    SessionNotFoundError,
-    error_from_response,
-)
+from carina.client.errors import ProtocolError, ServerUnreachableError, error_from_response
 from carina.client.files import FilePart, file_part, image_parts, write_atomically
 from carina.client.multipart import read_answer
+from carina.errors import ModelNotFound, NotFoundError, SessionNotFound
 from carina.schemas import ModelEntry, SessionCreated, SessionInfo
 
 log = logging.getLogger(__name__)
@@ -139,11 +133,9 @@ class Client:
         """One model's entry.
 
         Raises:
-            ModelNotFoundError: no such model.
+            ModelNotFound: no such model.
         """
-        response = self._send(
-            "GET", "v1/models", params={"model": name}, not_found=ModelNotFoundError
-        )
+        response = self._send("GET", "v1/models", params={"model": name}, not_found=ModelNotFound)
         return ModelEntry.model_validate(self._json(response))
 
     # -- inference -------------------------------------------------------------------------------
@@ -170,10 +162,10 @@ class Client:
             session_id: run on this session's image (no upload).
 
         Raises:
-            SessionExpiredError: ``session_id`` is unknown or expired (HTTP 440).
-            ModelNotFoundError: no such model.
+            SessionExpired: ``session_id`` is unknown or expired (HTTP 440).
+            ModelNotFound: no such model.
             ProtocolError: ``output`` was asked for and the server sent no result image.
-            ClientError: any other failure; FileError: ``image`` cannot be read.
+            ApiError: any other failure; FileError: ``image`` cannot be read.
         """
         if image is None and session_id is None:
             raise ValueError("give an image, or the session_id of an uploaded one")
@@ -192,7 +184,7 @@ class Client:
             sent,
             image_parts(image) if image is not None and not session_id else [],
             query=query,
-            not_found=ModelNotFoundError,
+            not_found=ModelNotFound,
         )
         written = self._save_answer(response, output)
         return InferenceResult(
@@ -303,18 +295,18 @@ class Client:
         """A session's info; ``touch`` also refreshes its last access.
 
         Raises:
-            SessionNotFoundError: unknown or expired.
+            SessionNotFound: unknown or expired.
         """
         query = {"update_ts": "true"} if touch else {}
         response = self._send(
-            "GET", _path("session", session_id), params=query, not_found=SessionNotFoundError
+            "GET", _path("session", session_id), params=query, not_found=SessionNotFound
         )
         return SessionInfo.model_validate(self._json(response))
 
     def close_session(self, session_id: str) -> bool:
         """Delete a session; False when the server did not know it."""
         try:
-            self._send("DELETE", _path("session", session_id), not_found=SessionNotFoundError)
+            self._send("DELETE", _path("session", session_id), not_found=SessionNotFound)
         except NotFoundError:
             return False
         return True
@@ -351,21 +343,21 @@ class Client:
             content=body,
             headers={"Content-Type": "application/json"},
             admin=True,
-            not_found=ModelNotFoundError,
+            not_found=ModelNotFound,
         )
         return ModelEntry.model_validate(self._json(response))
 
     def delete_model(self, name: str) -> ModelEntry:
         """Unload and remove a model; returns its last entry."""
         response = self._send(
-            "DELETE", _path("admin/model", name), admin=True, not_found=ModelNotFoundError
+            "DELETE", _path("admin/model", name), admin=True, not_found=ModelNotFound
         )
         return ModelEntry.model_validate(self._json(response))
 
     def model_config(self, name: str) -> dict[str, Any]:
         """A model's current ``config_aiaa.json``."""
         response = self._send(
-            "GET", _path("admin/model", name), admin=True, not_found=ModelNotFoundError
+            "GET", _path("admin/model", name), admin=True, not_found=ModelNotFound
         )
         answer = self._json(response)
         if not isinstance(answer, dict):
@@ -412,7 +404,7 @@ class Client:
         admin: bool = False,
         not_found: type[NotFoundError] = NotFoundError,
     ) -> httpx.Response:
-        """One request; a non-200 answer becomes its :class:`ClientError`."""
+        """One request; a non-200 answer becomes its :class:`~carina.errors.ApiError`."""
         all_headers = dict(headers or {})
         token = self._admin_token if admin else self._api_token
         if token:

@@ -1,20 +1,27 @@
-"""The errors the client raises: one class per answer a caller may want to handle on its own.
+"""The errors the client raises: Carina's API errors (:class:`~carina.errors.ApiError`), read
+from the server's answer, plus two of its own for answers that never came or broke the protocol.
 
-Every error derives from :class:`ClientError` (itself a :class:`~carina.errors.CarinaError`, so the
-command line prints it as one line) and carries the HTTP ``status`` (None when no answer came) and
-the server's ``message``::
+Every error derives from :class:`~carina.errors.ApiError` (itself a
+:class:`~carina.errors.CarinaError`, so the command line prints it as one line) and carries the
+HTTP ``status`` (None when no answer came), the server's ``message`` and its error ``kind``::
 
-    ClientError
+    ApiError
     ├── ServerUnreachableError    no answer: refused, timed out, TLS failure
     ├── ProtocolError             an answer that breaks the AIAA wire format
-    ├── BadRequestError           400 (bad params, too few points, unreadable image), 413
+    ├── RequestError              400 (bad params, too few points, unreadable image)
+    │   └── PayloadTooLargeError  413
     ├── AuthError                 401 (admin token, or the optional API token)
     ├── NotFoundError             404
-    │   ├── ModelNotFoundError
-    │   └── SessionNotFoundError
-    ├── SessionExpiredError       440 (a session_id unknown or expired on an inference call)
+    │   ├── ModelNotFound
+    │   └── SessionNotFound
+    │       └── SessionExpired    440 (a session_id unknown or expired on an inference call)
+    ├── NotSupportedError         501
     └── ServerError               5xx
-        └── ServerBusyError       503, with ``retry_after`` seconds
+        ├── ServerBusyError       503, with ``retry_after`` seconds
+        └── InferenceTimeoutError 504
+
+The server raises the same classes, so code that runs a server in-process and code that calls one
+over HTTP catch the same errors.
 """
 
 from __future__ import annotations
@@ -25,104 +32,63 @@ import json
 
 import httpx
 
-from carina.errors import CarinaError
+from carina.errors import (
+    ApiError,
+    AuthError,
+    InferenceTimeoutError,
+    NotFoundError,
+    NotSupportedError,
+    PayloadTooLargeError,
+    RequestError,
+    ServerBusyError,
+    ServerError,
+    SessionExpired,
+)
 from carina.schemas import ErrorBody
 
 
-class ClientError(CarinaError):
-    """A call to an annotation server failed.
-
-    Attributes:
-        status: the HTTP status, or None when the server gave no answer.
-        message: the server's message (its error body's lines joined), or the client's own.
-        kind: the server's error type (``ModelNotFound``, ``SessionExpired``, ...), if it sent one.
-    """
-
-    def __init__(self, message: str, *, status: int | None = None, kind: str | None = None) -> None:
-        self.status = status
-        self.message = message
-        self.kind = kind
-        super().__init__(f"{message} (HTTP {status})" if status is not None else message)
-
-
-class ServerUnreachableError(ClientError):
+class ServerUnreachableError(ApiError):
     """No answer: the connection was refused or dropped, timed out, or TLS failed."""
 
 
-class ProtocolError(ClientError):
+class ProtocolError(ApiError):
     """The server answered something the AIAA protocol does not allow (no params, no result)."""
 
 
-class BadRequestError(ClientError):
-    """The server refused the request's content (HTTP 400, or 413 for a too large body)."""
-
-
-class AuthError(ClientError):
-    """The route needs a bearer token and got none or a wrong one (HTTP 401)."""
-
-
-class NotFoundError(ClientError):
-    """The thing named does not exist on the server (HTTP 404)."""
-
-
-class ModelNotFoundError(NotFoundError):
-    """No model of that name is installed on the server."""
-
-
-class SessionNotFoundError(NotFoundError):
-    """No session of that id (``GET`` or ``DELETE /session/{id}``)."""
-
-
-class SessionExpiredError(ClientError):
-    """An inference call named a session that is unknown or expired (HTTP 440): create a new one."""
-
-
-class ServerError(ClientError):
-    """The server failed (HTTP 5xx)."""
-
-
-class ServerBusyError(ServerError):
-    """The server cannot take the request now (HTTP 503); retry after ``retry_after`` seconds.
-
-    Attributes:
-        retry_after: seconds to wait (from ``Retry-After``), or None when the server gave none.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = 503,
-        kind: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, status=status, kind=kind)
-
-
-#: The error of each status, when the error body's type does not say more.
-_BY_STATUS: dict[int, type[ClientError]] = {
-    400: BadRequestError,
-    401: AuthError,
+#: The error of each status, when the error body's type does not name a more specific one.
+_BY_STATUS: dict[int, type[ApiError]] = {
+    **{
+        cls.http_status: cls
+        for cls in (
+            RequestError,
+            PayloadTooLargeError,
+            AuthError,
+            NotFoundError,
+            SessionExpired,
+            NotSupportedError,
+            ServerBusyError,
+            InferenceTimeoutError,
+        )
+    },
     403: AuthError,
-    404: NotFoundError,
-    413: BadRequestError,
-    422: BadRequestError,
-    440: SessionExpiredError,
-    503: ServerBusyError,
+    422: RequestError,
 }
-#: The server's error types that name a more specific class than the status alone.
-_BY_KIND: dict[str, type[ClientError]] = {
-    "ModelNotFound": ModelNotFoundError,
-    "SessionNotFound": SessionNotFoundError,
-    "SessionExpired": SessionExpiredError,
-}
+
+
+def _subclasses(cls: type[ApiError]) -> dict[str, type[ApiError]]:
+    found = {cls.__name__: cls}
+    for sub in cls.__subclasses__():
+        found.update(_subclasses(sub))
+    return found
 
 
 def error_from_response(
     response: httpx.Response, *, not_found: type[NotFoundError] = NotFoundError
-) -> ClientError:
+) -> ApiError:
     """The error for a non-200 answer, with the message of its AIAA error body.
+
+    The body's error type picks the class when it names an API error (``ModelNotFound``,
+    ``SessionExpired``, ...); else the status does.
 
     Args:
         response: the answer, already read.
@@ -131,11 +97,11 @@ def error_from_response(
     """
     status = response.status_code
     message, kind = _message_of(response)
-    cls = _BY_KIND.get(kind or "") or _BY_STATUS.get(status)
-    if cls is None:
-        cls = ServerError if status >= 500 else ClientError
-    elif cls is NotFoundError:
-        cls = not_found
+    cls = _subclasses(ApiError).get(kind or "")
+    if cls is None or cls in (ServerUnreachableError, ProtocolError):
+        cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
+        if cls is NotFoundError:
+            cls = not_found
     if issubclass(cls, ServerBusyError):
         return cls(
             message,

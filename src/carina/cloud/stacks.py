@@ -126,25 +126,7 @@ def deploy_stack(
                 OnFailure="ROLLBACK",
             )
         else:
-            status = existing["StackStatus"]
-            if status == "ROLLBACK_COMPLETE":
-                raise CloudError(
-                    f"stack {name} failed to create and cannot be updated: "
-                    f"run `carina aws delete --stack-name {name}` first"
-                )
-            if status.endswith("_IN_PROGRESS"):
-                raise CloudError(f"stack {name} is busy ({status}); try again when it settles")
-            kept = [
-                {"ParameterKey": item["ParameterKey"], "UsePreviousValue": True}
-                for item in existing.get("Parameters", [])
-                if item["ParameterKey"] not in parameters
-            ]
-            cfn.update_stack(
-                StackName=name,
-                TemplateURL=template_url,
-                Parameters=given + kept,  # type: ignore[arg-type]
-                Capabilities=CAPABILITIES,  # type: ignore[arg-type]
-            )
+            _update(cfn, name, existing, template_url, given, parameters)
     except ClientError as exc:
         message = _error(exc)
         if "No updates are to be performed" in message:
@@ -153,6 +135,40 @@ def deploy_stack(
     if wait:
         _wait(cfn, name, seen, started, on_event, poll_seconds, timeout_seconds)
     return stack_outputs(cfn, name)
+
+
+def _update(
+    cfn: CloudFormationClient,
+    name: str,
+    existing: Any,
+    template_url: str,
+    given: list[dict[str, str]],
+    parameters: Mapping[str, str],
+) -> None:
+    """Update an existing stack; the parameters not given keep their previous values.
+
+    Raises:
+        CloudError: the stack cannot be updated now (a failed creation, or busy).
+    """
+    status = existing["StackStatus"]
+    if status == "ROLLBACK_COMPLETE":
+        raise CloudError(
+            f"stack {name} failed to create and cannot be updated: "
+            f"run `carina aws delete --stack-name {name}` first"
+        )
+    if status.endswith("_IN_PROGRESS"):
+        raise CloudError(f"stack {name} is busy ({status}); try again when it settles")
+    kept = [
+        {"ParameterKey": item["ParameterKey"], "UsePreviousValue": True}
+        for item in existing.get("Parameters", [])
+        if item["ParameterKey"] not in parameters
+    ]
+    cfn.update_stack(
+        StackName=name,
+        TemplateURL=template_url,
+        Parameters=given + kept,  # type: ignore[arg-type]
+        Capabilities=CAPABILITIES,  # type: ignore[arg-type]
+    )
 
 
 def delete_stack(

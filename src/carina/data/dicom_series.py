@@ -7,9 +7,12 @@ shipped volume. The files are CT (or MR) Image Storage objects with the volume's
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from carina.io.volume import LPS_TO_RAS, Volume
 
@@ -43,8 +46,7 @@ def write_dicom_series(
         The files written, in slice order.
     """
     import pydicom
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     if volume.spatial_ndim != 3 or volume.array.ndim != 3 or volume.array.dtype.kind not in "iu":
         raise ValueError("write_dicom_series takes a 3D volume of integers")
@@ -53,38 +55,71 @@ def write_dicom_series(
     stored = volume.array.astype(np.int64) - rescale_intercept
     if stored.min() < 0 or stored.max() > 65535:
         raise ValueError("voxels minus the intercept do not fit unsigned 16 bits")
-    lps = LPS_TO_RAS @ volume.affine
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    row_direction, column_direction = lps[:3, 0] / spacing[0], lps[:3, 1] / spacing[1]
-    series_uid = series_uid or generate_uid()
-    study_uid, frame_uid = generate_uid(), generate_uid()
-    folder = Path(folder)
+    geometry = _SeriesGeometry.of(volume)
+    common = {
+        "Modality": modality,
+        "StudyInstanceUID": generate_uid(),
+        "SeriesInstanceUID": series_uid or generate_uid(),
+        "FrameOfReferenceUID": generate_uid(),
+        "SeriesDescription": description,
+        "PatientName": "Anonymous",
+        "PatientID": "carina-test",
+        "RescaleIntercept": str(rescale_intercept),
+        "RescaleSlope": "1",
+    }
     rng = np.random.default_rng()
     written = []
     for k in range(volume.array.shape[2]):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = UID(_SOP_CLASS[modality])
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        path = folder / f"{rng.integers(1 << 40):011x}.dcm"
-        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = meta.MediaStorageSOPClassUID
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.Modality = modality
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-        ds.FrameOfReferenceUID = frame_uid
-        ds.SeriesDescription = description
-        ds.PatientName, ds.PatientID = "Anonymous", "carina-test"
-        ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = [f"{v:.6f}" for v in lps[:3, 3] + k * lps[:3, 2]]
-        ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row_direction, *column_direction)]
-        ds.PixelSpacing = [f"{spacing[1]:.6f}", f"{spacing[0]:.6f}"]
-        ds.SliceThickness = f"{spacing[2]:.6f}"
-        ds.Rows, ds.Columns = volume.array.shape[1], volume.array.shape[0]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleIntercept, ds.RescaleSlope = str(rescale_intercept), "1"
-        ds.PixelData = np.ascontiguousarray(stored[:, :, k].T.astype("<u2")).tobytes()
-        pydicom.dcmwrite(path, ds, enforce_file_format=True)
+        path = Path(folder) / f"{rng.integers(1 << 40):011x}.dcm"
+        dataset = _slice_dataset(path, _SOP_CLASS[modality], geometry, k, stored[:, :, k])
+        for keyword, value in common.items():
+            setattr(dataset, keyword, value)
+        pydicom.dcmwrite(path, dataset, enforce_file_format=True)
         written.append(path)
     return written
+
+
+@dataclass(frozen=True)
+class _SeriesGeometry:
+    """Where a series' slices sit, in DICOM's LPS patient coordinates."""
+
+    lps: npt.NDArray[np.float64]
+    spacing: npt.NDArray[np.float64]
+
+    @classmethod
+    def of(cls, volume: Volume) -> _SeriesGeometry:
+        lps = LPS_TO_RAS @ volume.affine
+        return cls(lps, np.linalg.norm(lps[:3, :3], axis=0))
+
+    def position(self, k: int) -> list[str]:
+        return [f"{v:.6f}" for v in self.lps[:3, 3] + k * self.lps[:3, 2]]
+
+    def orientation(self) -> list[str]:
+        rows, columns = self.lps[:3, 0] / self.spacing[0], self.lps[:3, 1] / self.spacing[1]
+        return [f"{v:.8f}" for v in (*rows, *columns)]
+
+
+def _slice_dataset(
+    path: Path, sop_class: str, geometry: _SeriesGeometry, k: int, pixels: npt.NDArray[Any]
+) -> Any:
+    """Slice ``k``: its file meta, instance, geometry and 16-bit unsigned pixels."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.InstanceNumber = k + 1
+    ds.ImagePositionPatient = geometry.position(k)
+    ds.ImageOrientationPatient = geometry.orientation()
+    ds.PixelSpacing = [f"{geometry.spacing[1]:.6f}", f"{geometry.spacing[0]:.6f}"]
+    ds.SliceThickness = f"{geometry.spacing[2]:.6f}"
+    ds.Rows, ds.Columns = pixels.shape[1], pixels.shape[0]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = np.ascontiguousarray(pixels.T.astype("<u2")).tobytes()
+    return ds

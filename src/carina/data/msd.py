@@ -17,8 +17,8 @@ from typing import Any
 from carina import __version__
 from carina.data.datasets import Case, get_dataset, split_heldout
 from carina.errors import DatasetError
+from carina.files import atomic_write_bytes
 from carina.io import save_volume
-from carina.io.atomic import atomic_write_bytes
 
 
 def export_dataset(

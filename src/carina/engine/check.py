@@ -39,7 +39,7 @@ def check_archive(path: Path, *, trusted: bool = True, data_dir: Path | None = N
             report.checked.append(f"config_train.json: AutoML search over {names}")
         archive.validation_config()
         report.checked.append("config_validation.json")
-    serving = archive.serving_config()
+    serving = archive.serving_pipeline()
     resolved = serving.resolved
     for key in ("preprocessing", "inferer", "postprocessing"):
         if resolved.content.get(key) is not None:

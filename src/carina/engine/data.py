@@ -51,17 +51,7 @@ def resolve_cases(
     Raises:
         ConfigError: no dataset given, a missing datalist or case file, or an empty key.
     """
-    from carina.data import ensure_dataset
-
-    if override is not None:
-        datalist = override / "dataset.json" if override.is_dir() else override
-        root = datalist.parent
-    elif settings.datalist:
-        datalist = Path(settings.datalist)
-        datalist = datalist if datalist.is_absolute() else archive.layout.root / datalist
-        root = Path(settings.root) if settings.root else datalist.parent
-        root = root if root.is_absolute() else archive.layout.root / root
-    elif isinstance(settings.name, list):
+    if override is None and not settings.datalist and isinstance(settings.name, list):
         parts = [
             resolve_cases(
                 archive,
@@ -79,17 +69,7 @@ def resolve_cases(
             name="+".join(settings.name),
             structures=[s for part in parts for s in part.structures],
         )
-    elif settings.name:
-        datalist = ensure_dataset(settings.name, data_dir / settings.name)
-        root = datalist.parent
-    else:
-        raise ConfigError(
-            "config_train.json",
-            "dataset",
-            "no data: set dataset.datalist or dataset.name, or pass --dataset",
-        )
-    if not datalist.is_file():
-        raise ConfigError(datalist.name, "", f"the datalist {datalist} does not exist")
+    datalist, root = _datalist(archive, settings, override=override, data_dir=data_dir)
     document = read_json(datalist)
     train = _cases(document, settings.train_key, datalist, root)
     val = _cases(document, settings.val_key, datalist, root)
@@ -101,6 +81,38 @@ def resolve_cases(
     ]
     cases = CaseLists(datalist, train, val, names, name, listed)
     return per_structure(cases) if structures else cases
+
+
+def _datalist(
+    archive: Archive, settings: DatasetSettings, *, override: Path | None, data_dir: Path
+) -> tuple[Path, Path]:
+    """The datalist and the folder its paths are relative to (one dataset).
+
+    Raises:
+        ConfigError: no dataset given, or the datalist does not exist.
+    """
+    from carina.data import ensure_dataset
+
+    if override is not None:
+        datalist = override / "dataset.json" if override.is_dir() else override
+        root = datalist.parent
+    elif settings.datalist:
+        datalist = Path(settings.datalist)
+        datalist = datalist if datalist.is_absolute() else archive.layout.root / datalist
+        root = Path(settings.root) if settings.root else datalist.parent
+        root = root if root.is_absolute() else archive.layout.root / root
+    elif isinstance(settings.name, str) and settings.name:
+        datalist = ensure_dataset(settings.name, data_dir / settings.name)
+        root = datalist.parent
+    else:
+        raise ConfigError(
+            "config_train.json",
+            "dataset",
+            "no data: set dataset.datalist or dataset.name, or pass --dataset",
+        )
+    if not datalist.is_file():
+        raise ConfigError(datalist.name, "", f"the datalist {datalist} does not exist")
+    return datalist, root
 
 
 def _cases(document: Any, key: str, datalist: Path, root: Path) -> list[dict[str, Any]]:

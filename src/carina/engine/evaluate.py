@@ -1,4 +1,9 @@
-"""``carina validate``: the archive's serving pipeline on the validation cases, Dice per label."""
+"""``carina validate``: an archive scored on its validation cases, Dice per label or structure.
+
+How a case is scored depends on the model's kind: a segmentation archive runs its serving pipeline
+(:func:`segmentation_scorer`); interactive kinds bring their own scorer (simulated clicks or extreme
+points, :mod:`carina.interactive.evaluate`). The kinds table (:mod:`carina.kinds`) picks it.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from carina import __version__
 from carina.archive import Archive
-from carina.archive.schema import ModelType
+from carina.archive.schema import read_json
 from carina.engine.data import CaseLists, resolve_cases
 from carina.engine.predict import Predictor
 from carina.environment import package_version
+from carina.files import atomic_write_bytes
 from carina.io import load_volume
-from carina.io.atomic import atomic_write_bytes
 
 
 @dataclass
@@ -49,74 +54,47 @@ def dice_per_label(
     return scores
 
 
-def _segmentation_rows(
-    predictor: Predictor, cases: CaseLists, *, progress: Callable[[str], None] | None
-) -> list[dict[str, Any]]:
+class CaseScorer(Protocol):
+    """Scores one validation case: Dice per column (a label, or a structure of a dataset)."""
+
+    def __call__(self, case: dict[str, Any], cases: CaseLists) -> dict[str, float]: ...
+
+
+#: Builds the scorer of an archive on a device; each model kind has one.
+ScorerFactory = Callable[[Archive, str | None], CaseScorer]
+
+
+def segmentation_scorer(archive: Archive, device: str | None) -> CaseScorer:
+    """Scores a segmentation archive: its serving pipeline (with the validation config's inferer,
+    when it names one) on each case, Dice per label name.
+
+    Raises:
+        ConfigError, ArchiveError: the pipeline or the weights cannot be loaded.
+    """
+    predictor = Predictor.from_archive(archive, device=device)
+    inferer = archive.validation_config().inferer
+    if inferer is not None:
+        predictor.inferer = _instantiate(inferer, archive.layout.validation_config.name)
     names = predictor.settings.labels
     values = list(range(1, len(names) + 1))
-    rows = []
-    for case in cases.val:
+
+    def score(case: dict[str, Any], cases: CaseLists) -> dict[str, float]:
         prediction = predictor.predict(case["image"]).volume.array
         truth = np.asarray(load_volume(case["label"]).array)
         scores = dice_per_label(prediction, truth, values)
-        row: dict[str, Any] = {"case": Path(case["image"]).name}
-        row.update({names[v - 1]: scores[v] for v in values})
-        rows.append(_with_mean(row, list(scores.values()), progress))
-    return rows
+        return {names[v - 1]: scores[v] for v in values}
+
+    return score
 
 
-def _interactive_rows(
-    archive: Archive,
-    cases: CaseLists,
-    *,
-    device: str | None,
-    progress: Callable[[str], None] | None,
-) -> list[dict[str, Any]]:
-    """Each structure of each validation case, segmented from simulated user input: one click at
-    its deepest voxel (DeepGrow) or its 6 extreme points (DExtr3D)."""
-    from carina.interactive.guidance import deepest_point, extreme_points
-    from carina.interactive.predict import InteractivePredictor
-
-    predictor = InteractivePredictor.from_archive(archive, device=device)
-    rows = []
-    for case in cases.val:
-        image = load_volume(case["image"])
-        truth = np.asarray(load_volume(case["label"]).array)
-        dataset = Path(case["image"]).name.rsplit("_", 1)[0]
-        names = _label_names(case, cases)
-        row: dict[str, Any] = {"case": Path(case["image"]).name}
-        scores = []
-        for value in sorted(int(v) for v in np.unique(truth) if v > 0):
-            mask = truth == value
-            if predictor.settings.type == ModelType.DEEPGROW:
-                point = deepest_point(mask)
-                assert point is not None
-                result = predictor.deepgrow(image, [point], current_point=point)
-                mask = mask if not predictor.is_2d else _slice_only(mask, point[2])
-            else:
-                result = predictor.dextr3d(image, extreme_points(mask))
-            score = dice_per_label(result.volume.array, mask.astype(np.uint8), [1])[1]
-            row[f"{dataset}:{names.get(value, str(value))}"] = score
-            scores.append(score)
-        rows.append(_with_mean(row, scores, progress))
-    return rows
-
-
-def _label_names(case: dict[str, Any], cases: CaseLists) -> dict[int, str]:
-    from carina.archive.schema import read_json
-
+def label_names(case: dict[str, Any], cases: CaseLists) -> dict[int, str]:
+    """Label value -> name of a case: the datalist's labels, else its dataset.json's."""
     if cases.labels is not None:
         return cases.labels
     manifest = Path(case["label"]).parent.parent / "dataset.json"
     document = read_json(manifest) if manifest.is_file() else {}
     labels = document.get("labels") if isinstance(document, dict) else None
     return {int(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else {}
-
-
-def _slice_only(mask: npt.NDArray[Any], k: int) -> npt.NDArray[Any]:
-    out = np.zeros_like(mask)
-    out[:, :, k] = mask[:, :, k]
-    return out
 
 
 def _with_mean(
@@ -137,29 +115,34 @@ def _instantiate(component: dict[str, Any], file: str) -> Any:
 def validate_archive(
     archive: Archive,
     *,
+    scorer: ScorerFactory,
     dataset: Path | None = None,
     data_dir: Path,
     device: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ValidationResult:
-    """Segment every validation case, write ``eval/metrics.json`` and the per-case CSV.
+    """Score every validation case, write ``eval/metrics.json`` and the per-case CSV.
+
+    Args:
+        archive: the trained archive.
+        scorer: builds the case scorer of the archive's kind (see :mod:`carina.kinds`).
+        dataset: a dataset folder or datalist instead of the archive's.
+        data_dir: where shipped datasets are exported on first use.
+        device: where the network runs (None: CUDA when present).
+        progress: called with a line per case.
 
     Raises:
         ConfigError, ArchiveError, ImageReadError: a config, weights or data problem.
     """
     settings = archive.train_config().settings
-    validation = archive.validation_config()
-    split = validation.split or settings.dataset.val_key
+    split = archive.validation_config().split or settings.dataset.val_key
     dataset_settings = settings.dataset.model_copy(update={"val_key": split})
     cases = resolve_cases(archive, dataset_settings, override=dataset, data_dir=data_dir)
-    if settings.task in (ModelType.DEEPGROW, ModelType.ANNOTATION):
-        rows = _interactive_rows(archive, cases, device=device, progress=progress)
-    else:
-        predictor = Predictor.from_archive(archive, device=device)
-        if validation.inferer is not None:
-            file = archive.layout.validation_config.name
-            predictor.inferer = _instantiate(validation.inferer, file)
-        rows = _segmentation_rows(predictor, cases, progress=progress)
+    score = scorer(archive, device)
+    rows = []
+    for case in cases.val:
+        row: dict[str, Any] = {"case": Path(case["image"]).name, **score(case, cases)}
+        rows.append(_with_mean(row, [v for k, v in row.items() if k != "case"], progress))
     names = list(
         dict.fromkeys(key for row in rows for key in row if key not in ("case", "mean_dice"))
     )
@@ -179,6 +162,13 @@ def validate_archive(
         "seed": settings.seed,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    _write_metrics(archive, metrics, rows, names)
+    return ValidationResult(mean, per_label, rows, archive.layout.metrics)
+
+
+def _write_metrics(
+    archive: Archive, metrics: dict[str, Any], rows: list[dict[str, Any]], names: list[str]
+) -> None:
     layout = archive.layout
     layout.eval_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(layout.metrics, (json.dumps(metrics, indent=2) + "\n").encode())
@@ -187,4 +177,3 @@ def validate_archive(
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_bytes(layout.per_case_metrics, text.getvalue().encode())
-    return ValidationResult(mean, per_label, rows, layout.metrics)

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from carina.archive import Archive
 from carina.engine.network import load_network
 from carina.errors import ArchiveError
-from carina.io.atomic import atomic_path
+from carina.files import atomic_path
 
 #: Largest difference from PyTorch's output an export may show.
 TOLERANCE = 1e-4
@@ -48,7 +48,7 @@ def export_archive(
     Raises:
         ArchiveError: no weights, or the export differs from PyTorch by more than 1e-4.
     """
-    pipeline = archive.serving_config()
+    pipeline = archive.serving_pipeline()
     network = load_network(pipeline.resolved, archive.layout.root / pipeline.settings.model_file)
     network.eval()
     shape = input_shape or _sample_shape(

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from carina.io.atomic import atomic_path
+from carina.files import atomic_path
 
 
 def unwrap(network: torch.nn.Module) -> torch.nn.Module:

@@ -83,3 +83,9 @@ def load_network(
             f"{weights.name}: the weights do not fit the network ({', '.join(problems)} ...)"
         )
     return network
+
+
+def network_bytes(network: torch.nn.Module) -> int:
+    """About the memory a loaded network holds: its parameters three times over (weights,
+    activations and the runtime's working memory), for the server's memory budget."""
+    return int(sum(p.numel() * p.element_size() for p in network.parameters())) * 3

@@ -76,7 +76,7 @@ class Predictor:
         """
         from monai.transforms import Compose
 
-        pipeline = archive.serving_config(batch=batch)
+        pipeline = archive.serving_pipeline(batch=batch)
         resolved, settings = pipeline.resolved, pipeline.settings
         weights = archive.layout.root / settings.model_file
         network = load_network(resolved, weights, torchscript=archive.layout.torchscript)

@@ -159,24 +159,10 @@ def run_poc(
     missing = [site for site in spec.sites if site not in kits.sites]
     if missing:
         raise ConfigError(kits_dir.name, "", f"no kit for site {', '.join(missing)}")
-    context = None
-    if spec.homomorphic:
-        context = _check_encryption(kits, spec)
+    context = _check_encryption(kits, spec) if spec.homomorphic else None
     spec.python = sys.executable
     started = time.time()
-    env = dict(os.environ, CARINA_DATA_DIR=str(data_dir))
-    if spec.threads:
-        env["OMP_NUM_THREADS"] = str(spec.threads)
-    org = ["org=carina"]
-    processes = [
-        _start(kits.server, "nvflare.private.fed.app.server.server_train", "fed_server.json",
-               org, env)
-    ]  # fmt: skip
-    for site in spec.sites:
-        processes.append(
-            _start(kits.sites[site], "nvflare.private.fed.app.client.client_train",
-                   "fed_client.json", [f"uid={site}", *org], env)
-        )  # fmt: skip
+    processes = _start_all(kits, spec, data_dir)
     session = None
     try:
         session = _login(new_secure_session, kits.admin, deadline=time.time() + 120)
@@ -205,6 +191,24 @@ def run_poc(
             with contextlib.suppress(Exception):  # the processes are killed below anyway
                 session.shutdown("all")
         _stop(processes)
+
+
+def _start_all(kits: Kits, spec: JobSpec, data_dir: Path) -> list[Any]:
+    """The FLARE server and every site of the job, each from its kit."""
+    env = dict(os.environ, CARINA_DATA_DIR=str(data_dir))
+    if spec.threads:
+        env["OMP_NUM_THREADS"] = str(spec.threads)
+    org = ["org=carina"]
+    processes = [
+        _start(kits.server, "nvflare.private.fed.app.server.server_train", "fed_server.json",
+               org, env)
+    ]  # fmt: skip
+    for site in spec.sites:
+        processes.append(
+            _start(kits.sites[site], "nvflare.private.fed.app.client.client_train",
+                   "fed_client.json", [f"uid={site}", *org], env)
+        )  # fmt: skip
+    return processes
 
 
 def _check_encryption(kits: Kits, spec: JobSpec) -> Path:

@@ -18,6 +18,9 @@ from typing import Any
 
 import torch
 
+from carina.archive import Archive
+from carina.engine.stages import Engines, Optimisation, TrainingData
+from carina.engine.train import TrainingRun, TrainOptions
 from carina.errors import DatasetError
 from carina.fl.weights import NumpyWeights, to_numpy, to_state_dict
 
@@ -96,8 +99,6 @@ class LocalSite:
             staging.rename(self.copy)
 
     def _open(self, **extra: Any) -> Any:
-        from carina.archive import Archive
-
         return Archive.open(self.copy, overrides={**self.overrides, **extra})
 
     @cached_property
@@ -116,7 +117,7 @@ class LocalSite:
 
     def evaluate(self, weights: Mapping[str, Any]) -> float:
         """Mean Dice of ``weights`` on this site's validation cases."""
-        from carina.engine.evaluate import validate_archive
+        from carina.kinds import validate_archive
 
         archive = self._open()
         torch.save(to_state_dict(weights, self.template()), archive.layout.weights)
@@ -138,21 +139,14 @@ class LocalSite:
         ``finish(network, steps)`` runs after local training; what it returns goes into the
         result's ``meta`` (SCAFFOLD sends its control-variate update this way).
         """
-        from carina.engine.train import TrainOptions, train_archive
-
         global_dice = self.evaluate(weights)
         start = to_state_dict(weights, self.template())
-        initial = self.work_dir / "global.pt"
-        torch.save(start, initial)
         archive = self._open(epochs=epochs, seed=self._seed() + round_)
         options = TrainOptions(
-            dataset=self.dataset_path,
-            data_dir=self.data_dir,
-            pretrained=initial,
-            device=self.device,
-            handlers=[make(start) for make in self.handlers],
+            dataset=self.dataset_path, data_dir=self.data_dir, device=self.device
         )
-        result = train_archive(archive, options)
+        attach = [make(start) for make in self.handlers]
+        result = SiteTraining(archive, options, start=start, attach=attach).execute()
         trained = to_numpy(result.network.state_dict())
         metrics = {
             "global_dice": global_dice,
@@ -171,3 +165,40 @@ class LocalSite:
 
     def _seed(self) -> int:
         return int(self._config.settings.seed)
+
+
+class SiteTraining(TrainingRun):
+    """A site's local training: Carina's training run with two stages overridden. The network
+    starts from the round's global weights, and the handlers add the algorithm's gradient terms
+    (FedProx's proximal term, SCAFFOLD's correction) to the trainer.
+
+    Args:
+        archive: the site's archive copy.
+        options: data, device.
+        start: the round's global weights (a full state dict of the network).
+        attach: handlers to attach to the trainer.
+    """
+
+    def __init__(
+        self,
+        archive: Archive,
+        options: TrainOptions,
+        *,
+        start: dict[str, torch.Tensor],
+        attach: list[Callable[[Any], None]],
+    ) -> None:
+        super().__init__(archive, options)
+        self.start = start
+        self.attach = attach
+
+    def network(self, data: TrainingData) -> torch.nn.Module:
+        """The archive's network with the global weights."""
+        network = super().network(data)
+        network.load_state_dict(self.start)
+        return network
+
+    def handlers(self, engines: Engines, optimisation: Optimisation) -> None:
+        """Carina's handlers, then the algorithm's."""
+        super().handlers(engines, optimisation)
+        for handler in self.attach:
+            handler(engines.trainer)

@@ -1,11 +1,13 @@
 """Interactive annotation models: DeepGrow (clicks) and DExtr3D (extreme points), and polygons.
 
-Training pieces are MONAI transforms (:mod:`~carina.interactive.transforms`) and a click-simulation
-iteration (:class:`~carina.interactive.simulation.ClickSimulation`); inference is
-:class:`~carina.interactive.predict.InteractivePredictor`.
+Training pieces are MONAI array/dictionary transform pairs (:mod:`~carina.interactive.transforms`,
+:mod:`~carina.interactive.cropping`) and a click-simulation iteration
+(:class:`~carina.interactive.simulation.ClickSimulation`); inference is
+:class:`~carina.interactive.predict.InteractivePredictor`, scoring
+:mod:`~carina.interactive.evaluate`.
 
 The names below import on first use, so that the server can use :mod:`.polygons` without
-loading torch and MONAI at start.
+loading torch and MONAI at start (archives name them as ``carina.interactive.SelectLabeld``).
 """
 
 from __future__ import annotations
@@ -14,33 +16,50 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from carina.interactive.cropping import (
+        InteractionCrop,
+        InteractionCropd,
+        RandTruncate,
+        RandTruncated,
+    )
     from carina.interactive.simulation import ClickSimulation
     from carina.interactive.transforms import (
+        AddGuidance,
         AddGuidanced,
-        InteractionCropd,
         KeepStructured,
-        RandTruncated,
+        SelectLabel,
         SelectLabeld,
+        StructureSlice,
         StructureSliced,
     )
 
 _WHERE = {
     "ClickSimulation": "simulation",
+    "AddGuidance": "transforms",
     "AddGuidanced": "transforms",
-    "InteractionCropd": "transforms",
+    "InteractionCrop": "cropping",
+    "InteractionCropd": "cropping",
     "KeepStructured": "transforms",
-    "RandTruncated": "transforms",
+    "RandTruncate": "cropping",
+    "RandTruncated": "cropping",
+    "SelectLabel": "transforms",
     "SelectLabeld": "transforms",
+    "StructureSlice": "transforms",
     "StructureSliced": "transforms",
 }
 
 __all__ = [
+    "AddGuidance",
     "AddGuidanced",
     "ClickSimulation",
+    "InteractionCrop",
     "InteractionCropd",
     "KeepStructured",
+    "RandTruncate",
     "RandTruncated",
+    "SelectLabel",
     "SelectLabeld",
+    "StructureSlice",
     "StructureSliced",
 ]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -98,8 +99,9 @@ def corrective_click(
     return Click(point, best[2])
 
 
-def extreme_points(mask: BoolArray) -> list[Point]:
-    """The voxels of ``mask`` with the lowest and highest index along each axis (2 per axis)."""
+def extreme_points(mask: npt.NDArray[Any]) -> list[Point]:
+    """The voxels of ``mask`` (non-zero) with the lowest and highest index along each axis: two per
+    axis, in axis order, lowest first (a DExtr3D user's clicks); [] for an empty mask."""
     coords = np.argwhere(mask)
     if len(coords) == 0:
         return []
@@ -110,9 +112,11 @@ def extreme_points(mask: BoolArray) -> list[Point]:
     return points
 
 
-def bounding_box(
-    points: Sequence[Sequence[int]],
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """The inclusive low and exclusive high corner of the points' bounding box."""
-    array = np.asarray(points, dtype=np.int64)
-    return array.min(axis=0), array.max(axis=0) + 1
+def bounding_box(mask: npt.NDArray[Any]) -> tuple[Point, Point] | None:
+    """The box around the non-zero voxels of ``mask`` as ``(low, high)``: ``low`` inclusive and
+    ``high`` exclusive on every axis, so ``mask[low[0]:high[0], low[1]:high[1], ...]`` holds them
+    all; None for an empty mask."""
+    coords = np.argwhere(mask)
+    if len(coords) == 0:
+        return None
+    return tuple(int(v) for v in coords.min(0)), tuple(int(v) + 1 for v in coords.max(0))

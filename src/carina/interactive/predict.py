@@ -20,8 +20,7 @@ from carina.archive import Archive, ModelType, ServingConfig
 from carina.engine.network import load_network, pick_device
 from carina.errors import GuidanceError
 from carina.interactive.guidance import gaussian_map
-from carina.interactive.transforms import deepgrow_window
-from carina.interactive.window import Window
+from carina.interactive.window import Window, deepgrow_window
 from carina.io import Volume
 
 Points = Sequence[Sequence[int]]
@@ -68,7 +67,7 @@ class InteractivePredictor:
         """Build the predictor of an interactive archive."""
         from monai.transforms import Compose
 
-        pipeline = archive.serving_config()
+        pipeline = archive.serving_pipeline()
         resolved, settings = pipeline.resolved, pipeline.settings
         network = load_network(
             resolved,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -115,6 +116,36 @@ class Window:
             in_image.append(slice(low, high))
             in_window.append(slice(low - start, high - start))
         return in_image, in_window
+
+
+def deepgrow_window(
+    clicks: np.ndarray[Any, Any],
+    roi: Sequence[int],
+    *,
+    window_mm: float,
+    spacing: np.ndarray[Any, Any],
+    margin: float = 0.0,
+    shift: np.ndarray[Any, Any] | None = None,
+    size: Sequence[int] | None = None,
+) -> Window:
+    """The DeepGrow window: a cube of ``window_mm`` (or ``size`` voxels) centred on the first
+    click, grown per axis, still centred there, until every click lies ``margin`` voxels inside.
+
+    Training centres the window on the one simulated first click, so inference keeps it there:
+    re-centring on all the clicks would move the structure off the centre the model has learnt
+    (a corrective click at the tip of a process shifted it by a quarter of the window).
+    """
+    first = clicks[0]
+    base = np.asarray(size, np.float64) if size is not None else window_mm / spacing
+    spread = np.abs(clicks - first).max(0)
+    return Window.around(
+        first,
+        first + 1,
+        roi,
+        margin=[margin] * len(roi),
+        min_size=np.maximum(base, 2 * (spread + margin) + 1),
+        shift=shift,
+    )
 
 
 def _resize(array: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:

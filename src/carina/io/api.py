@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from carina.errors import ImageReadError, ImageWriteError
-from carina.io.atomic import atomic_path
+from carina.files import atomic_path
 from carina.io.formats import read_format, suffix_of, write_format
 from carina.io.volume import ImageFormat, Volume
 from carina.settings import DEFAULT_MAX_IMAGE_BYTES

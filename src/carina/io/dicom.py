@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from carina.errors import ImageReadError, UnsafeZipError
-from carina.io.safezip import checked_members, iter_member_bytes
+from carina.files import checked_members, iter_member_bytes
 from carina.io.volume import LPS_TO_RAS, ImageFormat, Volume, VolumeMeta
 
 log = logging.getLogger(__name__)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import shutil
@@ -17,10 +18,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carina import __version__
 from carina.errors import PayloadTooLargeError
+from carina.kinds import Kinds
 from carina.server.docs import add_docs_routes
 from carina.server.errors import install_error_handlers
 from carina.server.openapi import DESCRIPTION, TAGS
 from carina.server.routers import admin, ops, session, v1
+from carina.server.routing import add_slash_twins
 from carina.server.services.logs import setup_logging
 from carina.server.services.tokens import bearer_matches
 from carina.server.state import Services
@@ -31,35 +34,21 @@ log = logging.getLogger("carina.server")
 access = logging.getLogger("carina.server.access")
 
 #: Paths open without the optional API token: health checks, docs and their assets.
-_OPEN = re.compile(r"^/(health(/.*)?|docs/?|openapi\.json|static/.*|favicon\.[a-z]+)?$")
+_OPEN = re.compile(r"^/(health(/.*)?|docs/?|openapi\.json/?|static/.*|favicon\.[a-z]+/?)?$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The server over ``settings.workspace``: routes, services, error handlers, middleware."""
+def create_app(settings: Settings | None = None, *, kinds: Kinds | None = None) -> FastAPI:
+    """The server over ``settings.workspace``: routes, services, error handlers, middleware.
+
+    Args:
+        settings: the settings (default: from the environment).
+        kinds: the model kinds served (default: every kind Carina has, :data:`carina.kinds.KINDS`).
+    """
     settings = settings or Settings()
     workspace = settings.workspace.resolve()
     log_file = setup_logging(workspace)
-    services = Services.build(settings, log_file=log_file)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        sweeper = asyncio.create_task(_purge_sessions(services))
-        if settings.preload_models:
-            # A moment after ready: importing torch holds the interpreter for seconds.
-            loop = asyncio.get_running_loop()
-            loop.call_later(1.0, loop.run_in_executor, None, preload_models, services)
-        log.info(
-            "server ready",
-            extra={"version": __version__, "models": len(services.registry.entries())},
-        )
-        try:
-            yield
-        finally:
-            sweeper.cancel()
-            await asyncio.to_thread(services.runner.shutdown)
-            shutil.rmtree(services.scratch, ignore_errors=True)
-            log.info("server stopped")
+    services = Services.build(settings, log_file=log_file, kinds=kinds)
 
     app = FastAPI(
         title="Carina annotation server",
@@ -71,13 +60,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
         redirect_slashes=False,
         root_path=settings.root_path,
-        lifespan=lifespan,
+        lifespan=functools.partial(_lifespan, services=services),
     )
     app.state.services = services
     install_error_handlers(app)
     for module in (v1, session, admin, ops):
         app.include_router(module.router)
     add_docs_routes(app)
+    add_slash_twins(app.router)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -92,6 +82,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI, *, services: Services) -> AsyncIterator[None]:
+    """The session sweeper, background model loading, and a clean stop of the worker pool."""
+    sweeper = asyncio.create_task(_purge_sessions(services))
+    if services.settings.preload_models:
+        # A moment after ready: importing torch holds the interpreter for seconds.
+        loop = asyncio.get_running_loop()
+        loop.call_later(1.0, loop.run_in_executor, None, preload_models, services)
+    log.info(
+        "server ready",
+        extra={"version": __version__, "models": len(services.registry.models())},
+    )
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        await asyncio.to_thread(services.runner.shutdown)
+        shutil.rmtree(services.scratch, ignore_errors=True)
+        log.info("server stopped")
+
+
 async def _purge_sessions(services: Services) -> None:
     while True:
         try:
@@ -103,12 +114,12 @@ async def _purge_sessions(services: Services) -> None:
 
 def preload_models(services: Services) -> None:
     """Load every installed model (within the memory budget), after the server is ready."""
-    for entry in services.registry.entries():
+    for info in services.registry.models():
         try:
-            services.registry.predictor(entry.name)
+            services.registry.runner(info.name)
         except Exception as exc:  # a broken archive must not stop the others
             log.warning(
-                "model could not be preloaded", extra={"model": entry.name, "reason": str(exc)}
+                "model could not be preloaded", extra={"model": info.name, "reason": str(exc)}
             )
     services.metrics.models_loaded.set(services.registry.loaded_count())
 

@@ -13,38 +13,23 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from carina.errors import (
+    ApiError,
     ArchiveError,
-    AuthError,
     CarinaError,
     ConfigError,
     DatasetError,
     FileError,
     GuidanceError,
-    InferenceTimeoutError,
-    ModelNotFound,
-    NotSupportedError,
-    PayloadTooLargeError,
-    RequestError,
     ServerBusyError,
-    SessionExpired,
-    SessionNotFound,
     UnsafeZipError,
 )
 from carina.server.wire import error_response
 
 log = logging.getLogger(__name__)
 
-#: Most specific first.
+#: The statuses of the errors that are not API errors (those carry their own ``http_status``):
+#: every one is a problem with what the request sent.
 STATUS: list[tuple[type[CarinaError], int]] = [
-    (SessionExpired, 440),
-    (SessionNotFound, 404),
-    (ModelNotFound, 404),
-    (PayloadTooLargeError, 413),
-    (AuthError, 401),
-    (ServerBusyError, 503),
-    (InferenceTimeoutError, 504),
-    (NotSupportedError, 501),
-    (RequestError, 400),
     (GuidanceError, 400),
     (FileError, 400),
     (ConfigError, 400),
@@ -56,6 +41,8 @@ STATUS: list[tuple[type[CarinaError], int]] = [
 
 def status_of(exc: CarinaError) -> int:
     """The HTTP status of a domain error (500 for one the table does not know)."""
+    if isinstance(exc, ApiError):
+        return exc.http_status
     return next((code for kind, code in STATUS if isinstance(exc, kind)), 500)
 
 
@@ -67,7 +54,7 @@ def install_error_handlers(app: FastAPI) -> None:
         status = status_of(exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
         if isinstance(exc, ServerBusyError):
-            headers["Retry-After"] = str(exc.retry_after)
+            headers["Retry-After"] = f"{exc.retry_after or 1:g}"
         if status == 500:
             log.error("unhandled domain error", extra=_context(request), exc_info=exc)
         return error_response(status, str(exc), type(exc).__name__, headers=headers)

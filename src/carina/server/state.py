@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from carina.kinds import KINDS, Kinds
 from carina.server.services.metrics import ServerMetrics
 from carina.server.services.registry import ModelRegistry
 from carina.server.services.runner import InferenceRunner
@@ -34,8 +35,9 @@ class Services:
     scratch: Path
 
     @classmethod
-    def build(cls, settings: Settings, *, log_file: Path) -> Services:
-        """Services over ``settings.workspace`` (created when missing)."""
+    def build(cls, settings: Settings, *, log_file: Path, kinds: Kinds | None = None) -> Services:
+        """Services over ``settings.workspace`` (created when missing), serving ``kinds``
+        (default: every kind Carina has)."""
         workspace = settings.workspace.resolve()
         (workspace / "models").mkdir(parents=True, exist_ok=True)
         (workspace / "sessions").mkdir(parents=True, exist_ok=True)
@@ -48,6 +50,7 @@ class Services:
                 memory_budget=settings.model_memory_mib * 1024**2,
                 device=settings.device,
                 max_bytes=settings.max_image_bytes,
+                kinds=KINDS if kinds is None else kinds,
             ),
             sessions=SessionStore(
                 workspace / "sessions",

@@ -130,3 +130,10 @@ def _save(upload: UploadFile, target: Path) -> None:
     upload.file.seek(0)
     with target.open("wb") as out:
         shutil.copyfileobj(upload.file, out, 1024 * 1024)
+
+
+def server_timing(timings: Mapping[str, float]) -> str:
+    """``read;dur=1.2, pre;dur=...`` in milliseconds (the ``Server-Timing`` header)."""
+    order = ["read", "pre", "infer", "post", "write"]
+    names = order + [k for k in timings if k not in order]
+    return ", ".join(f"{k};dur={timings[k] * 1000:.1f}" for k in names if k in timings)

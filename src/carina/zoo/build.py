@@ -12,9 +12,9 @@ from typing import Any
 
 from carina.archive import Archive, write_manifest
 from carina.archive.pack import archive_files, sha256_file
-from carina.engine.evaluate import validate_archive
 from carina.engine.train import TrainOptions, train_archive
 from carina.errors import ArchiveError
+from carina.kinds import validate_archive
 from carina.zoo.index import ARCHIVES, ZooEntry, load_index, save_index, zoo_archive_path
 
 #: The example archives, when Carina runs from a clone.
@@ -97,7 +97,7 @@ def package_archive(
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(work, target)
     write_manifest(target)
-    serving = Archive.open(target).serving_config().settings
+    serving = Archive.open(target).serving_config()
     metrics = json.loads((target / "eval" / "metrics.json").read_text())
     entry = ZooEntry(
         name=name,

@@ -8,9 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from carina.archive.schema import ModelType
 from carina.errors import ArchiveError
-from carina.io.atomic import atomic_write_bytes
+from carina.files import atomic_write_bytes
 
 ZOO_ROOT = Path(__file__).resolve().parent
 INDEX_PATH = ZOO_ROOT / "index.json"
@@ -32,7 +31,7 @@ class ZooEntry(BaseModel):
 
     name: str
     version: str
-    type: ModelType
+    type: str
     labels: list[str]
     description: str
     sha256: str

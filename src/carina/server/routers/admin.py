@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, Depends, Request, Response
 
-from carina.errors import AuthError, NotSupportedError, RequestError
+from carina.errors import AuthError, RequestError
 from carina.server.openapi import (
     ADMIN_BODY,
     CONFIG_EXAMPLE,
@@ -15,7 +14,9 @@ from carina.server.openapi import (
     MODEL_ENTRY,
     TAG_ADMIN_MODEL,
 )
-from carina.server.routers import request_scratch
+from carina.server.routing import in_pool, request_scratch
+from carina.server.services import aiaa
+from carina.server.services.admin import install_model
 from carina.server.services.params import parse_params
 from carina.server.services.tokens import bearer_matches
 from carina.server.state import Services, ServicesDep
@@ -51,32 +52,14 @@ def get_model_config(name: str, services: AdminDep) -> Response:
 )
 async def put_model(name: str, request: Request, services: AdminDep) -> Response:
     """Multipart ``data`` = an archive zip, or ``config`` (config_aiaa.json) + ``data`` (model.ts
-    or model.pt). The archive is validated (no code, config loads, weights fit) before it replaces
-    anything. NGC downloads are not enabled (501)."""
+    or model.pt). The archive is validated in the worker pool (no code, config loads, weights
+    fit) before it replaces anything. NGC downloads are not enabled (501)."""
     async with request_scratch(services.scratch) as scratch:
         params, uploads = await read_form(request, scratch)
-        if "path" in params or "ngc" in params:
-            raise NotSupportedError(
-                "downloading models from NGC is not enabled; upload an archive zip"
-            )
-        files = {u.field: u for u in uploads}
-        config_text = params.get("config")
-        data = files.get("data") or files.get("file") or files.get("archive")
-
-        def install() -> Any:
-            if "config" in files or config_text is not None:
-                config = files["config"].path.read_bytes() if "config" in files else config_text
-                assert config is not None
-                raw = config.encode() if isinstance(config, str) else config
-                return services.registry.install_files(
-                    name, raw, data.path if data else None, data.filename if data else ""
-                )
-            if data is None:
-                raise RequestError("upload 'data' (an archive zip), or 'config' and 'data'")
-            return services.registry.install_zip(name, data.path)
-
-        entry = await anyio.to_thread.run_sync(install)
-    return json_response(entry.model_dump())
+        info = await in_pool(
+            request, services, lambda: install_model(services.registry, name, params, uploads)
+        )
+    return json_response(aiaa.model_entry(info).model_dump())
 
 
 @router.patch(
@@ -90,11 +73,11 @@ async def patch_model(name: str, request: Request, services: AdminDep) -> Respon
     config = parse_params(await request.body())
     if not config:
         raise RequestError("the body must be the new config_aiaa.json (a JSON object)")
-    entry = await anyio.to_thread.run_sync(services.registry.patch_config, name, config)
-    return json_response(entry.model_dump())
+    info = await in_pool(request, services, lambda: services.registry.patch_config(name, config))
+    return json_response(aiaa.model_entry(info).model_dump())
 
 
 @router.delete("/admin/model/{name}", summary="Remove a model", responses=MODEL_ENTRY)
 def delete_model(name: str, services: AdminDep) -> Response:
     """Unload and remove the model; answers its last entry."""
-    return json_response(services.registry.delete(name).model_dump())
+    return json_response(aiaa.deleted_entry(name, services.registry.delete(name)).model_dump())

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from carina.server.openapi import TAG_ADMIN_OTHERS
-from carina.server.routers import both
 from carina.server.services.logs import tail
 from carina.server.state import ServicesDep
 from carina.server.wire import error_response, json_response
@@ -16,11 +15,8 @@ from carina.server.wire import error_response, json_response
 router = APIRouter(tags=[TAG_ADMIN_OTHERS])
 
 
-@both(
-    router,
-    "/logs",
-    "GET",
-    documented="/logs/",
+@router.get(
+    "/logs/",
     summary="Server logs",
     description="The last `lines` lines of the answering replica's log.",
 )
@@ -39,19 +35,26 @@ async def live() -> Response:
 @router.get("/health", include_in_schema=False)
 @router.get("/health/ready", summary="Readiness (what load balancers check)")
 def ready(services: ServicesDep) -> Response:
-    """The workspace is readable and writable and the model index loads (models load lazily)."""
+    """The workspace is readable and writable and the model index loads (models load lazily).
+
+    Installed archives that cannot be served are listed under ``broken`` with why (their config
+    file and key); they do not make the replica unready.
+    """
     problems = []
     for folder in (services.workspace / "models", services.workspace / "sessions"):
         if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
             problems.append(f"{folder.name}/ is not readable and writable")
     try:
-        models = len(services.registry.entries())
+        models, broken = len(services.registry.models()), services.registry.broken()
     except OSError as exc:
         problems.append(f"the model index cannot be read ({exc.strerror})")
-        models = 0
+        models, broken = 0, {}
     if problems:
         return error_response(503, "; ".join(problems), "NotReady")
-    return json_response({"status": "ok", "models": models})
+    answer: dict[str, object] = {"status": "ok", "models": models}
+    if broken:
+        answer["broken"] = broken
+    return json_response(answer)
 
 
 @router.get("/metrics", summary="Prometheus metrics")

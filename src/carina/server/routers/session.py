@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 
-from carina.errors import NotSupportedError, RequestError
 from carina.server.openapi import SESSION_BODY, SESSION_CREATED, SESSION_INFO, TAG_API
-from carina.server.routers import both, request_scratch
-from carina.server.routers.v1 import _in_pool
-from carina.server.services.inference import read_uploads
-from carina.server.services.params import as_bool, as_int
+from carina.server.routing import in_pool, request_scratch
+from carina.server.services import aiaa
+from carina.server.services.aiaa import ImageSource
+from carina.server.services.params import as_bool
 from carina.server.state import ServicesDep
 from carina.server.wire import json_response, read_form
 
 router = APIRouter(tags=[TAG_API])
 
 
-@both(
-    router,
-    "/session",
-    "PUT",
-    documented="/session/",
+@router.put(
+    "/session/",
     summary="Create a session",
     description="Upload an image once (any file part name; several parts form a DICOM "
     "series). `expiry` in seconds (0 or absent: the server default, 3600); the server "
@@ -38,19 +32,14 @@ async def create_session(
 ) -> Response:
     async with request_scratch(services.scratch) as scratch:
         params, uploads = await read_form(request, scratch)
-        if "dicom" in params:
-            raise NotSupportedError(
-                "pulling a series from a DICOM server is not enabled; upload the image instead"
-            )
-        if not uploads:
-            raise RequestError("no image: upload the session's image as a file part")
-        lifetime = as_int(expiry, "expiry") if expiry not in (None, "") else None
-
-        def job() -> Any:
-            volume = read_uploads(uploads, scratch, max_bytes=services.settings.max_image_bytes)
-            return services.sessions.create(volume, expiry=lifetime, save_as=save_as)
-
-        info = await _in_pool(request, services, job)
+        source = ImageSource(None, uploads, scratch, services.settings.max_image_bytes)
+        info = await in_pool(
+            request,
+            services,
+            lambda: aiaa.create_session(
+                services.sessions, source, params, expiry=expiry, save_as=save_as
+            ),
+        )
     return json_response({"session_id": info.name, "session_info": info.model_dump()})
 
 

@@ -1,8 +1,8 @@
-"""One inference call, from uploaded files (or a session) to the result file's bytes.
+"""The files of an inference call: the uploaded parts to a volume, a label map to result bytes.
 
-The server dispatches on the model's type, not on the endpoint (spec 4.5): a segmentation model
-segments, an ``annotation`` model needs extreme points, a ``deepgrow`` model clicks. Everything
-here is blocking and runs in the worker pool.
+Shared by every API: uploads are read under generated names (a client's file name may identify a
+patient), several parts form a DICOM series, and results are written in the format asked.
+Everything here is blocking and runs in the worker pool.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from carina.archive.schema import ModelType
 from carina.errors import RequestError
 from carina.io import Volume, load_volume, save_volume
 from carina.io.formats import READ_SUFFIXES, WRITE_SUFFIXES
-from carina.server.services.params import as_bool, as_point, as_points, as_size
+from carina.server.services.params import as_bool
 
 #: Suffixes kept from an uploaded file's name to choose its reader (others are sniffed), and the
 #: result formats a client may ask for (``result_extension``): those of ``carina.io``.
@@ -104,62 +103,6 @@ def _named_copy(upload: Upload, folder: Path, n: int) -> Path:
     except OSError:
         shutil.copyfile(upload.path, target)
     return target
-
-
-def run_model(
-    predictor: Any, kind: ModelType, volume: Volume, params: dict[str, Any]
-) -> tuple[Volume, dict[str, Any], dict[str, float]]:
-    """Run one model on ``volume``: the label map, the params for the client, stage timings.
-
-    Raises:
-        RequestError, GuidanceError: params the model cannot use.
-    """
-    if kind == ModelType.ANNOTATION:
-        points = as_points(params.get("points", params.get("extreme_points")), "points")
-        result = predictor.dextr3d(volume, points)
-        return result.volume, {"points": points}, result.timings
-    if kind == ModelType.DEEPGROW:
-        fg = as_points(params.get("foreground"), "foreground")
-        bg = as_points(params.get("background"), "background")
-        current = as_point(params.get("current_point"), "current_point")
-        out: dict[str, Any] = {"foreground": fg, "background": bg}
-        if not fg:  # nothing to grow from: an empty mask (clients may send background only)
-            return volume.with_array(np.zeros(volume.shape, dtype=np.uint8)), out, {}
-        result = predictor.deepgrow(
-            volume,
-            fg,
-            bg,
-            current_point=current,
-            spatial_size=as_size(params.get("spatial_size"), "spatial_size"),
-        )
-        if not predictor.is_2d:
-            out["crop"] = result.crop
-        return result.volume, out, result.timings
-    prediction = predictor.predict(volume)
-    mask = np.asarray(prediction.volume.array)
-    points = extreme_points_of(mask)
-    extra = {"points": points, "extreme_points": points, "bbox": bounding_box(mask)}
-    return prediction.volume, extra, prediction.timings
-
-
-def extreme_points_of(mask: np.ndarray[Any, Any]) -> list[list[int]]:
-    """Six extreme points (min and max along each axis) of the foreground; [] when empty."""
-    foreground = np.argwhere(mask > 0)
-    if foreground.size == 0:
-        return []
-    points = []
-    for axis in range(mask.ndim):
-        for pick in (np.argmin, np.argmax):
-            points.append([int(v) for v in foreground[pick(foreground[:, axis])]])
-    return points
-
-
-def bounding_box(mask: np.ndarray[Any, Any]) -> list[list[int]]:
-    """``[[i0, j0, k0], [i1, j1, k1]]`` (inclusive) of the foreground; [] when empty."""
-    foreground = np.argwhere(mask > 0)
-    if foreground.size == 0:
-        return []
-    return [foreground.min(0).tolist(), foreground.max(0).tolist()]
 
 
 def encode_result(

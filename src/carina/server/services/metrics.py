@@ -47,3 +47,8 @@ class ServerMetrics:
             "Inferences refused because the queue was full",
             registry=self.registry,
         )
+
+    def observe_stages(self, timings: dict[str, float]) -> None:
+        """Record one inference's seconds per stage."""
+        for stage, seconds in timings.items():
+            self.stages.labels(stage).observe(seconds)

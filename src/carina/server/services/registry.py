@@ -1,12 +1,16 @@
-"""The model store: archives under ``W/models/<name>/``, their entries, and the loaded networks.
+"""The model store: archives under ``W/models/<name>/``, their serving configs, and the loaded
+runners.
 
 Every replica reads the same folder (on AWS an EFS mount), so nothing about which models exist is
 kept in memory beyond a cache keyed by each archive's file signature: a model installed, replaced
-or deleted through one server process is seen by every other on its next request. Loaded networks
+or deleted through one server process is seen by every other on its next request. Loaded runners
 stay in an LRU bounded by a memory budget and are reloaded when their archive's files change.
 
-Listing models reads only ``config_aiaa.json`` (no torch, no MONAI), so a server is ready in well
-under a second; networks load on their first request.
+Listing models reads only each archive's serving config into its typed
+:class:`~carina.archive.ServingConfig` (no torch, no MONAI), so a server is ready in well under a
+second; runners load on their first request, through the table of model kinds. A model is listed
+only when its serving config is valid and a kind serves it; a broken one is logged and reported
+(:meth:`ModelRegistry.broken`) with its config file and key.
 """
 
 from __future__ import annotations
@@ -24,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from carina.archive import Archive, ServingConfig
 from carina.archive.layout import find_root
 from carina.archive.pack import install_folder, unpack_archive
-from carina.archive.schema import ModelType
 from carina.errors import ArchiveError, ConfigError, ModelNotFound, RequestError
-from carina.io.atomic import atomic_write_bytes
-from carina.schemas import ModelEntry
+from carina.files import atomic_write_bytes
+from carina.kinds import KINDS, Kinds, ModelKind, Runner, kind_of, load_runner
 
 log = logging.getLogger(__name__)
 
@@ -65,89 +69,54 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def entry_from_config(name: str, config: dict[str, Any], *, file: str) -> ModelEntry:
-    """The ``/v1/models`` entry of a serving config (Carina, Clara 3.x or 4.x), per spec 5.3.
+@dataclass(frozen=True)
+class ModelInfo:
+    """A servable model: the name it is installed under, its serving config and its kind."""
 
-    Raises:
-        ConfigError: no known ``type`` or no ``labels`` list.
-    """
-    kind = str(config.get("type", "")).lower()
-    if kind not in set(ModelType):
-        raise ConfigError(file, "type", f"must be one of {', '.join(ModelType)}, not {kind!r}")
-    labels = config.get("labels", [])
-    if not isinstance(labels, list):
-        raise ConfigError(file, "labels", "must be a list of names")
-    inference = config.get("inference") if isinstance(config.get("inference"), dict) else {}
-    extra: dict[str, Any] = {}
-    for key in ("meta_data", "additional_info"):
-        for source in (config.get(key), (inference or {}).get(key)):
-            if isinstance(source, dict):
-                extra.update(source)
-    entry: dict[str, Any] = {
-        "name": name,
-        "type": kind,
-        "labels": [str(label) for label in labels],
-        "description": str(config.get("description", "")),
-        "version": str(config.get("version", "1")),
-    }
-    roi = config.get("roi")
-    if kind == ModelType.ANNOTATION:
-        entry["padding"] = config.get("padding") if config.get("padding") is not None else 20
-        entry["roi"] = roi or [128, 128, 128]
-        entry["sigma"] = config.get("sigma") if config.get("sigma") is not None else 3.0
-    if kind in (ModelType.DEEPGROW, ModelType.PIPELINE):
-        entry["deepgrow"] = _deepgrow_kind(config, extra, roi)
-    for key, value in extra.items():
-        entry.setdefault(key, value)
-    if "deepgrow" in extra:
-        entry["deepgrow"] = _deepgrow_kind(config, extra, roi)
-    return ModelEntry.model_validate(entry)
-
-
-def _deepgrow_kind(config: dict[str, Any], extra: dict[str, Any], roi: Any) -> str:
-    declared = config.get("deepgrow") or extra.get("deepgrow")
-    if isinstance(declared, str) and declared.upper() in ("2D", "3D"):
-        return declared.upper()
-    if isinstance(roi, list) and roi:
-        return "2D" if len(roi) == 2 else "3D"
-    for item in config.get("pre_transforms") or []:
-        if isinstance(item, dict) and str(item.get("name", "")).endswith("AddGuidanceFromPointsd"):
-            dims = (item.get("args") or {}).get("dimensions")
-            return "2D" if dims == 2 else "3D"
-    return "3D"
+    name: str
+    spec: ServingConfig
+    kind: ModelKind
 
 
 @dataclass
 class _Known:
     signature: Signature
-    entry: ModelEntry | None
+    info: ModelInfo | None
     problem: str | None
 
 
 @dataclass
 class _Loaded:
     signature: Signature
-    model: Any
+    runner: Runner
     nbytes: int
 
 
 class ModelRegistry:
-    """The archives under ``models`` and an LRU of their loaded predictors.
+    """The archives under ``folder`` and an LRU of their loaded runners.
 
     Args:
-        models: the workspace's ``models/`` folder.
+        folder: the workspace's ``models/`` folder.
         memory_budget: bytes the loaded networks may take; the least recently used go past it.
         device: where networks run (None: CUDA when present).
         max_bytes: the largest unzipped upload accepted.
+        kinds: the model kinds served (default: every kind Carina has).
     """
 
     def __init__(
-        self, models: Path, *, memory_budget: int, device: str | None, max_bytes: int
+        self,
+        folder: Path,
+        *,
+        memory_budget: int,
+        device: str | None,
+        max_bytes: int,
+        kinds: Kinds = KINDS,
     ) -> None:
-        self.models = models
+        self.folder = folder
         self.memory_budget = memory_budget
         self.device = device
         self.max_bytes = max_bytes
+        self.kinds = kinds
         self._known: dict[str, _Known] = {}
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
         self._lock = threading.RLock()
@@ -155,44 +124,29 @@ class ModelRegistry:
 
     # -- listing ---------------------------------------------------------------------------------
 
-    def entries(self) -> list[ModelEntry]:
+    def models(self) -> list[ModelInfo]:
         """Every servable model, sorted by name (broken archives are left out and logged)."""
-        names = sorted(
-            p.name
-            for p in _list_dir(self.models)
-            if not p.name.startswith(".") and _NAME.fullmatch(p.name) and p.is_dir()
-        )
-        found = []
-        with self._lock:
-            for name in set(self._known) - set(names):
-                del self._known[name]
-        for name in names:
-            known = self._refresh(name)
-            if known is not None and known.entry is not None:
-                found.append(known.entry)
-        return found
+        return [known.info for known in self._scan().values() if known.info is not None]
 
-    def entry(self, name: str) -> ModelEntry:
-        """The entry of one model.
+    def broken(self) -> dict[str, str]:
+        """Each installed archive that cannot be served, with why (its config file and key)."""
+        return {
+            name: known.problem
+            for name, known in self._scan().items()
+            if known.info is None and known.problem is not None
+        }
+
+    def model(self, name: str) -> ModelInfo:
+        """One servable model.
 
         Raises:
             ModelNotFound: no such model, or its archive is broken (the reason is given).
         """
-        entry, _ = self._servable(name)
-        return entry
-
-    def _servable(self, name: str) -> tuple[ModelEntry, Signature]:
-        """The entry of a servable model and the file signature it was read at."""
-        check_model_name(name)
-        known = self._refresh(name)
-        if known is None:
-            raise ModelNotFound(f"model {name!r} not found")
-        if known.entry is None:
-            raise ModelNotFound(f"model {name!r} cannot be served: {known.problem}")
-        return known.entry, known.signature
+        info, _ = self._servable(name)
+        return info
 
     def loaded_count(self) -> int:
-        """How many networks are in memory."""
+        """How many runners are in memory."""
         with self._lock:
             return len(self._loaded)
 
@@ -202,18 +156,45 @@ class ModelRegistry:
         Raises:
             ModelNotFound: no such model.
         """
-        self.entry(name)
+        self.model(name)
         path = self._root(name) / "config" / "config_aiaa.json"
         if not path.is_file():
             return {}
         loaded: dict[str, Any] = json.loads(path.read_text())
         return loaded
 
+    def _scan(self) -> dict[str, _Known]:
+        """Every installed archive, refreshed, by name."""
+        names = sorted(
+            p.name
+            for p in _list_dir(self.folder)
+            if not p.name.startswith(".") and _NAME.fullmatch(p.name) and p.is_dir()
+        )
+        with self._lock:
+            for name in set(self._known) - set(names):
+                del self._known[name]
+        found = {}
+        for name in names:
+            known = self._refresh(name)
+            if known is not None:
+                found[name] = known
+        return found
+
+    def _servable(self, name: str) -> tuple[ModelInfo, Signature]:
+        """A servable model and the file signature it was read at."""
+        check_model_name(name)
+        known = self._refresh(name)
+        if known is None:
+            raise ModelNotFound(f"model {name!r} not found")
+        if known.info is None:
+            raise ModelNotFound(f"model {name!r} cannot be served: {known.problem}")
+        return known.info, known.signature
+
     def _root(self, name: str) -> Path:
-        return find_root(self.models / name)
+        return find_root(self.folder / name)
 
     def _refresh(self, name: str) -> _Known | None:
-        folder = self.models / name
+        folder = self.folder / name
         if not folder.is_dir():
             with self._lock:
                 self._known.pop(name, None)
@@ -224,21 +205,27 @@ class ModelRegistry:
             if known is not None and known.signature == signature:
                 return known
         try:
-            entry, problem = _read_entry(find_root(folder), name), None
+            info, problem = self._read(name, find_root(folder)), None
         except (ConfigError, ArchiveError, OSError, ValueError) as exc:
-            entry, problem = None, str(exc)
+            info, problem = None, _problem(exc, name, find_root(folder))
             log.warning("model archive cannot be served", extra={"model": name, "reason": problem})
-        known = _Known(signature, entry, problem)
+        known = _Known(signature, info, problem)
         with self._lock:
             self._known[name] = known
         return known
 
+    def _read(self, name: str, root: Path) -> ModelInfo:
+        """The model's typed serving config and kind (no torch: configs only)."""
+        archive = Archive.open(root)
+        spec = archive.serving_config()
+        return ModelInfo(name, spec, kind_of(archive, spec, self.kinds))
+
     # -- loading ---------------------------------------------------------------------------------
 
-    def predictor(self, name: str) -> Any:
-        """The loaded predictor of a model (a ``Predictor`` or an ``InteractivePredictor``).
+    def runner(self, name: str) -> Runner:
+        """The loaded runner of a model.
 
-        Loads on first use and after the archive changed; evicts least recently used networks
+        Loads on first use and after the archive changed; evicts least recently used runners
         past the memory budget.
 
         Raises:
@@ -250,21 +237,23 @@ class ModelRegistry:
             loaded = self._loaded.get(name)
             if loaded is not None and loaded.signature == signature:
                 self._loaded.move_to_end(name)
-                return loaded.model
+                return loaded.runner
             load_lock = self._load_locks.setdefault(name, threading.Lock())
         with load_lock:
             with self._lock:
                 loaded = self._loaded.get(name)
                 if loaded is not None and loaded.signature == signature:
-                    return loaded.model
-            model = build_predictor(self._root(name), device=self.device, trusted=True)
-            nbytes = _network_bytes(model)
+                    return loaded.runner
+            _, runner = load_runner(
+                self._root(name), device=self.device, trusted=True, kinds=self.kinds
+            )
+            nbytes = runner.memory_bytes()
             with self._lock:
-                self._loaded[name] = _Loaded(signature, model, nbytes)
+                self._loaded[name] = _Loaded(signature, runner, nbytes)
                 self._loaded.move_to_end(name)
                 self._evict(keep=name)
             log.info("model loaded", extra={"model": name, "mib": round(nbytes / 2**20, 1)})
-            return model
+            return runner
 
     def _evict(self, *, keep: str) -> None:
         while sum(m.nbytes for m in self._loaded.values()) > self.memory_budget:
@@ -276,11 +265,11 @@ class ModelRegistry:
 
     # -- admin -----------------------------------------------------------------------------------
 
-    def install_zip(self, name: str, zip_path: Path) -> ModelEntry:
+    def install_zip(self, name: str, zip_path: Path) -> ModelInfo:
         """Install (or replace) ``name`` from an uploaded archive zip, after validating it.
 
         The zip is unpacked (zip-slip and size checked) into a hidden staging folder, opened as
-        an untrusted archive (code refused), its network built with its weights; only then does
+        an untrusted archive (code refused), its runner built with its weights; only then does
         it replace the installed model, in one rename.
 
         Raises:
@@ -295,7 +284,7 @@ class ModelRegistry:
 
     def install_files(
         self, name: str, config: bytes, model_file: Path | None, model_filename: str
-    ) -> ModelEntry:
+    ) -> ModelInfo:
         """Install ``name`` from a ``config_aiaa.json`` and a model file (TorchScript or weights).
 
         Raises:
@@ -319,14 +308,14 @@ class ModelRegistry:
                 shutil.copyfile(model_file, root / "models" / target)
             return self._install(name, root)
 
-    def patch_config(self, name: str, config: dict[str, Any]) -> ModelEntry:
+    def patch_config(self, name: str, config: dict[str, Any]) -> ModelInfo:
         """Replace the model's ``config_aiaa.json`` and keep its weights (validated first).
 
         Raises:
             ModelNotFound: no such model.
             ConfigError, ArchiveError: the new config does not load; the old one stays.
         """
-        self.entry(name)
+        self.model(name)
         with self._staging(name) as staging:
             root = staging / name
             shutil.copytree(self._root(name), root)
@@ -335,39 +324,40 @@ class ModelRegistry:
             )
             return self._install(name, root)
 
-    def delete(self, name: str) -> ModelEntry:
-        """Unload and remove a model; returns its last entry.
+    def delete(self, name: str) -> ModelInfo | None:
+        """Unload and remove a model; returns what it was (None for a broken archive).
 
         Raises:
             ModelNotFound: no such model.
         """
         check_model_name(name)
-        folder = self.models / name
+        folder = self.folder / name
         if not folder.is_dir():
             raise ModelNotFound(f"model {name!r} not found")
         known = self._refresh(name)
-        entry = known.entry if known and known.entry else ModelEntry(name=name, type="others")
-        retired = self.models / f".{name}.deleted-{uuid.uuid4().hex}"
+        retired = self.folder / f".{name}.deleted-{uuid.uuid4().hex}"
         folder.rename(retired)
         shutil.rmtree(retired, ignore_errors=True)
         with self._lock:
             self._loaded.pop(name, None)
             self._known.pop(name, None)
         log.info("model deleted", extra={"model": name})
-        return entry
+        return known.info if known is not None else None
 
-    def _install(self, name: str, root: Path) -> ModelEntry:
-        entry = _read_entry(find_root(root), name)
-        build_predictor(find_root(root), device="cpu", trusted=False)
-        install_folder(find_root(root), self.models, name, copy=False)
+    def _install(self, name: str, root: Path) -> ModelInfo:
+        """Check the staged archive as an upload (code refused, runner built), then install it."""
+        root = find_root(root)
+        kind, runner = load_runner(root, device="cpu", trusted=False, kinds=self.kinds)
+        info = ModelInfo(name, runner.spec, kind)
+        install_folder(root, self.folder, name, copy=False)
         with self._lock:
             self._loaded.pop(name, None)
         log.info("model installed", extra={"model": name})
-        return entry
+        return info
 
     def _staging(self, name: str) -> _Staging:
-        self.models.mkdir(parents=True, exist_ok=True)
-        return _Staging(Path(tempfile.mkdtemp(prefix=f".{name}.upload-", dir=self.models)))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return _Staging(Path(tempfile.mkdtemp(prefix=f".{name}.upload-", dir=self.folder)))
 
 
 class _Staging:
@@ -383,47 +373,22 @@ class _Staging:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def build_predictor(root: Path, *, device: str | None, trusted: bool) -> Any:
-    """The predictor of the archive at ``root`` for its model type.
-
-    Raises:
-        ConfigError, ArchiveError, UntrustedCodeError: the archive cannot be served.
-    """
-    from carina.archive import Archive
-    from carina.engine.predict import Predictor
-    from carina.interactive.predict import InteractivePredictor
-
-    archive = Archive.open(root, trusted=trusted)
-    kind = archive.serving_config().settings.type
-    if kind in (ModelType.DEEPGROW, ModelType.ANNOTATION):
-        return InteractivePredictor.from_archive(archive, device=device)
-    if kind not in (ModelType.SEGMENTATION, ModelType.OTHERS):
-        raise ArchiveError(
-            f"{archive.name}: {kind} models are not supported by this server "
-            "(it serves segmentation, annotation and deepgrow models)"
-        )
-    return Predictor.from_archive(archive, device=device)
+def _problem(exc: Exception, name: str, root: Path) -> str:
+    """Why an archive cannot be served, naming its config file (within the workspace) and key."""
+    if isinstance(exc, ConfigError):
+        where = f"models/{name}/{_config_path(root, exc.file)}"
+        return f"{where}: {exc.key}: {exc.reason}" if exc.key else f"{where}: {exc.reason}"
+    if isinstance(exc, OSError):
+        return f"models/{name}: cannot be read ({exc.strerror or type(exc).__name__})"
+    return f"models/{name}: {exc}"
 
 
-def _read_entry(root: Path, name: str) -> ModelEntry:
-    serving = root / "config" / "config_aiaa.json"
-    if serving.is_file():
-        return entry_from_config(name, _config_object(serving.read_bytes()), file=serving.name)
-    metadata = root / "configs" / "metadata.json"
-    if metadata.is_file():
-        meta = _config_object(metadata.read_bytes(), file="metadata.json")
-        outputs = (meta.get("network_data_format") or {}).get("outputs") or {}
-        first: dict[str, Any] = next(iter(outputs.values()), {}) or {}
-        channels = first.get("channel_def") or {}
-        labels = [v for k, v in sorted(channels.items(), key=lambda kv: int(kv[0])) if int(k) > 0]
-        return ModelEntry(
-            name=name,
-            type=ModelType.SEGMENTATION,
-            labels=labels,
-            description=str(meta.get("description", "")),
-            version=str(meta.get("version", "1")),
-        )
-    raise ArchiveError(f"{name}: no config/config_aiaa.json (not a model archive)")
+def _config_path(root: Path, file: str) -> str:
+    """Where a config file named in an error sits inside the archive (``config/...``)."""
+    for folder in ("config", "configs"):
+        if (root / folder / file).is_file():
+            return f"{folder}/{file}"
+    return file
 
 
 def _config_object(data: bytes, *, file: str = "config_aiaa.json") -> dict[str, Any]:
@@ -461,10 +426,3 @@ def _is_torchscript(path: Path) -> bool:
             return any("/code/" in n or n.endswith("constants.pkl") for n in archive.namelist())
     except zipfile.BadZipFile:
         return False
-
-
-def _network_bytes(model: Any) -> int:
-    network = getattr(model, "network", None)
-    if network is None:
-        return 0
-    return int(sum(p.numel() * p.element_size() for p in network.parameters())) * 3

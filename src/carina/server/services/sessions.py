@@ -20,8 +20,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 from carina.errors import RequestError, SessionExpired, SessionNotFound
+from carina.files import atomic_write_bytes
 from carina.io import Volume, load_volume, save_volume
-from carina.io.atomic import atomic_write_bytes
 from carina.schemas import SessionInfo
 
 log = logging.getLogger(__name__)

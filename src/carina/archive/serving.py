@@ -1,0 +1,90 @@
+"""Reading an archive's serving description, once, into the typed :class:`ServingConfig`.
+
+Three forms are read: Carina's ``config/config_aiaa.json`` (or ``config_inference.json`` for batch
+inference), a Clara 3.x/4.x ``config_aiaa.json`` (translated by :mod:`carina.archive.clara`), and a
+MONAI Bundle's ``configs/metadata.json`` with ``configs/inference.json``. Reading needs neither
+torch nor MONAI (Clara configs with removed MONAI names aside), so a server lists its models in
+milliseconds; the components stay Bundle-syntax dicts, built later through
+:class:`~carina.archive.archive.ResolvedConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from carina.archive.clara import translate_serving_config
+from carina.archive.layout import ArchiveLayout
+from carina.archive.schema import ModelType, ServingConfig, read_json, validate
+from carina.errors import ConfigError
+
+
+def serving_content(
+    layout: ArchiveLayout, variables: dict[str, Any], *, batch: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """The serving config file's name and its content in Carina's form (Clara translated).
+
+    ``batch`` prefers ``config_inference.json`` when the archive has one.
+
+    Raises:
+        ConfigError: the file is missing, not JSON, or not an object.
+    """
+    path = layout.inference_config
+    if not (batch and path.is_file()):
+        path = layout.serving_config
+    raw = json_object(read_json(path), path.name)
+    return path.name, translate_serving_config(raw, variables, file=path.name)
+
+
+def parse_serving_config(
+    raw: dict[str, Any], file: str, variables: dict[str, Any] | None = None
+) -> ServingConfig:
+    """The typed form of a serving config's content, in any of its forms (Clara translated).
+
+    Raises:
+        ConfigError: naming the file and key of the first problem.
+    """
+    return validate(ServingConfig, translate_serving_config(raw, variables or {}, file=file), file)
+
+
+def bundle_serving_config(layout: ArchiveLayout) -> ServingConfig:
+    """The typed serving config of a MONAI Bundle, from its ``metadata.json``.
+
+    Raises:
+        ConfigError: ``metadata.json`` is missing or malformed.
+    """
+    metadata = json_object(read_json(layout.bundle_metadata), layout.bundle_metadata.name)
+    return ServingConfig(
+        version=str(metadata.get("version", "1")),
+        type=ModelType.SEGMENTATION,
+        labels=bundle_labels(metadata),
+        description=str(metadata.get("description", "")),
+    )
+
+
+def bundle_labels(metadata: dict[str, Any]) -> list[str]:
+    """The label names of a Bundle's first output (``channel_def``), background left out.
+
+    Raises:
+        ConfigError: a channel that is not a number.
+    """
+    outputs = (metadata.get("network_data_format") or {}).get("outputs") or {}
+    first: dict[str, Any] = next(iter(outputs.values()), {}) or {}
+    channels: dict[str, Any] = first.get("channel_def") or {}
+    try:
+        ordered = sorted((int(value), str(name)) for value, name in channels.items())
+    except ValueError as exc:
+        raise ConfigError(
+            "metadata.json", "network_data_format.outputs.channel_def", "keys must be numbers"
+        ) from exc
+    return [name for value, name in ordered if value > 0]
+
+
+def json_object(value: Any, file: str) -> dict[str, Any]:
+    """``value`` if it is a JSON object.
+
+    Raises:
+        ConfigError: it is not.
+    """
+    if not isinstance(value, dict):
+        raise ConfigError(file, "", "must be a JSON object")
+    return value

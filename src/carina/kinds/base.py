@@ -1,0 +1,151 @@
+"""The protocol every model kind implements, and the typed objects that cross it.
+
+An API route turns its wire parameters into an :class:`InferenceRequest`, asks the model's
+:class:`Runner` to run it, and encodes the :class:`InferenceResult` its own way. A
+:class:`ModelKind` says how to load a runner from an archive, what guidance the kind takes, what a
+serving config needs to be servable, and how the kind is scored on held-out data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+from carina.archive.schema import ServingConfig
+from carina.errors import ConfigError
+
+if TYPE_CHECKING:
+    from carina.archive import Archive
+    from carina.engine.evaluate import ScorerFactory
+    from carina.io import Volume
+
+#: A voxel index ``[i, j, k]`` (``[i, j]`` in 2D) of the request's image.
+Point = tuple[int, ...]
+
+
+class Guidance(StrEnum):
+    """What a user gives a model besides the image."""
+
+    NONE = "none"
+    """Nothing: automatic segmentation."""
+    CLICKS = "clicks"
+    """Foreground and background clicks (DeepGrow)."""
+    EXTREME_POINTS = "extreme_points"
+    """At least 6 extreme points of the structure (DExtr3D)."""
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    """One image and the user's guidance, parsed from any API's parameters.
+
+    Attributes:
+        image: the image, as read.
+        foreground: clicks inside the structure.
+        background: clicks outside it.
+        extreme_points: the structure's extreme points.
+        current_point: the click that selects the slice of a 2D model.
+        spatial_size: the window a DeepGrow model looks at, in voxels (default: the model's).
+    """
+
+    image: Volume
+    foreground: tuple[Point, ...] = ()
+    background: tuple[Point, ...] = ()
+    extreme_points: tuple[Point, ...] = ()
+    current_point: Point | None = None
+    spatial_size: tuple[int, ...] | None = None
+
+
+@dataclass
+class InferenceResult:
+    """A label map on the request image's grid, and how it was made.
+
+    Attributes:
+        label: the label map (value n is ``spec.labels[n - 1]``; interactive kinds give 0/1).
+        crop: the part of the image the model looked at, half-open ``[[i0, i1], [j0, j1], ...]``
+            (interactive kinds), else None.
+        timings: seconds per stage (``read``, ``pre``, ``infer``, ``post``).
+    """
+
+    label: Volume
+    crop: list[list[int]] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Runner(Protocol):
+    """A loaded model of some kind, ready to answer requests (thread-safe for one at a time)."""
+
+    spec: ServingConfig
+
+    def run(self, request: InferenceRequest) -> InferenceResult:
+        """Run the model on one request.
+
+        Raises:
+            GuidanceError: guidance the model cannot use (too few points, outside the image).
+            ImageReadError, ArchiveError: the image or the model's output is unusable.
+        """
+        ...
+
+    def memory_bytes(self) -> int:
+        """About how much memory the loaded model holds (for the registry's budget)."""
+        ...
+
+
+class NetworkRunner:
+    """What the runners of network kinds share: a loaded predictor (with its serving
+    ``settings`` and its ``network``), the spec it serves, and its memory."""
+
+    def __init__(self, predictor: Any) -> None:
+        self.predictor = predictor
+        self.spec: ServingConfig = predictor.settings
+
+    def memory_bytes(self) -> int:
+        """The network's share of memory."""
+        from carina.engine.network import network_bytes
+
+        return network_bytes(self.predictor.network)
+
+
+def serving_file(archive: Archive) -> str:
+    """The name of the file an archive's serving config comes from, for error messages."""
+    layout = archive.layout
+    return layout.bundle_metadata.name if archive.kind == "bundle" else layout.serving_config.name
+
+
+def needs_network(archive: Archive, spec: ServingConfig) -> None:
+    """The check of the kinds that run a network: the serving config defines one (itself, or
+    through ``config_train.json``), the archive holds TorchScript, or it is a Bundle.
+
+    Raises:
+        ConfigError: no network anywhere.
+    """
+    bundle = archive.kind == "bundle"
+    if spec.network_def is None and not bundle and not archive.layout.torchscript.is_file():
+        raise ConfigError(
+            serving_file(archive),
+            "network_def",
+            "required when there is no config_train.json or models/model.ts",
+        )
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """One kind of model, as the server and the engine see it.
+
+    Attributes:
+        name: the serving config's ``type`` this kind serves.
+        guidance: what a user gives the model besides the image.
+        load: builds the runner from an archive, on a device (None: CUDA when present).
+        check: raises :class:`~carina.errors.ConfigError` (naming the file and key) when a
+            valid serving config still cannot be served by this kind; reads files, not torch.
+        scorer: builds the validation scorer of an archive of this kind (None: not scored).
+        description: a line for listings.
+    """
+
+    name: str
+    guidance: Guidance
+    load: Callable[[Archive, str | None], Runner]
+    check: Callable[[Archive, ServingConfig], None] = needs_network
+    scorer: ScorerFactory | None = None
+    description: str = ""

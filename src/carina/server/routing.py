@@ -1,0 +1,91 @@
+"""What every router shares: a request's scratch folder, the worker pool, the trailing-slash rule.
+
+Routers parse a request, call one service function (blocking ones through :func:`in_pool`) and
+encode the answer; no router imports another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute
+from starlette.routing import Route
+
+from carina.server.state import Services
+
+T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def request_scratch(root: Path) -> AsyncIterator[Path]:
+    """A folder on this replica's local disk for one request's files, removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="req-", dir=root))
+    try:
+        yield folder
+    finally:
+        await anyio.to_thread.run_sync(shutil.rmtree, folder, True)
+
+
+async def in_pool(request: Request, services: Services, job: Callable[[], T]) -> T:
+    """Run ``job`` in the bounded worker pool; a client that goes away while it waits drops it.
+
+    Raises:
+        ServerBusyError: the queue is full (HTTP 503 with ``Retry-After``).
+        InferenceTimeoutError: the job ran past the server's limit.
+    """
+    cancelled = threading.Event()
+
+    async def watch() -> None:
+        while not cancelled.is_set():
+            if await request.is_disconnected():
+                cancelled.set()
+                return
+            await asyncio.sleep(0.25)
+
+    watcher = asyncio.create_task(watch())
+    services.metrics.queue_depth.inc()
+    try:
+        return await services.runner.run(job, cancelled=cancelled)
+    finally:
+        services.metrics.queue_depth.dec()
+        services.metrics.models_loaded.set(services.registry.loaded_count())
+        watcher.cancel()
+
+
+def add_slash_twins(router: APIRouter) -> None:
+    """Make every route answer with and without a trailing slash (spec 2.1: clients differ, and
+    a redirect would lose a PUT's body). Each route is declared once, in the spelling the API
+    documentation shows; its twin is added here, left out of the schema. Included routers get
+    theirs too; running it again adds nothing."""
+    routes = [route for route in router.routes if isinstance(route, Route)]
+    taken = {(route.path, method) for route in routes for method in route.methods or ()}
+    for route in routes:
+        twin = route.path[:-1] if route.path.endswith("/") else route.path + "/"
+        methods = sorted(m for m in route.methods or () if (twin, m) not in taken)
+        if route.path == "/" or not methods:
+            continue
+        if isinstance(route, APIRoute):
+            router.add_api_route(
+                twin,
+                route.endpoint,
+                methods=methods,
+                include_in_schema=False,
+                tags=list(route.tags),
+                summary=route.summary,
+            )
+        else:
+            router.add_route(twin, route.endpoint, methods=methods, include_in_schema=False)
+        taken.update((twin, method) for method in methods)
+    for included in router.routes:
+        inner = getattr(included, "original_router", None)  # FastAPI's lazily included routers
+        if isinstance(inner, APIRouter):
+            add_slash_twins(inner)

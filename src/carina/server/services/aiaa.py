@@ -1,0 +1,219 @@
+"""The AIAA protocol over Carina's model kinds: model entries, typed requests from the params the
+clients send, and the params of each answer (spec sections 4 and 5.3).
+
+Nothing here switches on a model's type: what a request carries and what its answer reports
+follow the kind's :class:`~carina.kinds.Guidance`, so a new kind is served without a change here.
+Everything is blocking and runs in the worker pool.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from carina.errors import NotSupportedError, RequestError
+from carina.io import Volume
+from carina.kinds import Guidance, InferenceRequest, InferenceResult
+from carina.schemas import ModelEntry, SessionInfo
+from carina.server.services.inference import (
+    InferenceOutput,
+    Upload,
+    choose_inputs,
+    encode_result,
+    known_suffix,
+    read_uploads,
+)
+from carina.server.services.params import as_int, as_point, as_points, as_size
+from carina.server.services.registry import ModelInfo, ModelRegistry
+from carina.server.services.sessions import SessionStore
+
+
+def model_entry(info: ModelInfo) -> ModelEntry:
+    """The ``/v1/models`` entry of a model (spec 5.3): its serving config's name, type, labels,
+    description and version; ``padding``, ``roi`` and ``sigma`` for DExtr3D models, ``deepgrow``
+    for DeepGrow models, then the config's ``meta_data`` (which never overrides those)."""
+    spec = info.spec
+    entry: dict[str, Any] = {
+        "name": info.name,
+        "type": spec.type,
+        "labels": spec.labels,
+        "description": spec.description,
+        "version": spec.version,
+    }
+    if info.kind.guidance == Guidance.EXTREME_POINTS:
+        entry.update(padding=spec.padding, roi=spec.roi, sigma=spec.sigma)
+    if spec.deepgrow is not None:
+        entry["deepgrow"] = spec.deepgrow
+    for key, value in spec.meta_data.items():
+        entry.setdefault(key, value)
+    return ModelEntry.model_validate(entry)
+
+
+def list_models(
+    registry: ModelRegistry, *, label: str | None = None, type: str | None = None
+) -> list[ModelEntry]:
+    """Every servable model's entry, sorted by name: ``type`` keeps models of that type,
+    ``label`` models with that label (case-insensitive; a substring when no label is equal)."""
+    entries = [model_entry(info) for info in registry.models()]
+    if type:
+        entries = [e for e in entries if e.type.lower() == type.lower()]
+    if label:
+        wanted = label.lower()
+        exact = [e for e in entries if wanted in (x.lower() for x in e.labels)]
+        entries = exact or [e for e in entries if any(wanted in x.lower() for x in e.labels)]
+    return entries
+
+
+def deleted_entry(name: str, info: ModelInfo | None) -> ModelEntry:
+    """The answer of a delete: the model's last entry (a bare one for a broken archive)."""
+    return model_entry(info) if info is not None else ModelEntry(name=name, type="others")
+
+
+def inference_request(
+    guidance: Guidance, image: Volume, params: dict[str, Any]
+) -> InferenceRequest:
+    """The typed request of an inference call: the params the model's guidance uses, checked
+    (spec 2.6: points as JSON text or lists, ``current_point`` as ``[i, j, k]`` or
+    ``[[i, j, k]]``).
+
+    Raises:
+        RequestError: a param of the wrong shape, naming it.
+    """
+    if guidance == Guidance.EXTREME_POINTS:
+        points = as_points(params.get("points", params.get("extreme_points")), "points")
+        return InferenceRequest(image, extreme_points=_tuples(points))
+    if guidance == Guidance.CLICKS:
+        size = as_size(params.get("spatial_size"), "spatial_size")
+        current = as_point(params.get("current_point"), "current_point")
+        return InferenceRequest(
+            image,
+            foreground=_tuples(as_points(params.get("foreground"), "foreground")),
+            background=_tuples(as_points(params.get("background"), "background")),
+            current_point=tuple(current) if current is not None else None,
+            spatial_size=tuple(size) if size is not None else None,
+        )
+    return InferenceRequest(image)
+
+
+def answer_params(
+    info: ModelInfo, request: InferenceRequest, result: InferenceResult
+) -> dict[str, Any]:
+    """The ``params`` part of an answer: the guidance a model used, echoed (DeepGrow adds the
+    window it looked at, for 3D models); for a model that takes none, the 6 extreme ``points``
+    and the ``bbox`` (inclusive corners) of its mask, which DExtr3D clients start from."""
+    guidance = info.kind.guidance
+    if guidance == Guidance.EXTREME_POINTS:
+        return {"points": _lists(request.extreme_points)}
+    if guidance == Guidance.CLICKS:
+        out: dict[str, Any] = {
+            "foreground": _lists(request.foreground),
+            "background": _lists(request.background),
+        }
+        if result.crop is not None and info.spec.dimensions == 3:
+            out["crop"] = result.crop
+        return out
+    from carina.interactive.guidance import bounding_box, extreme_points
+
+    mask = np.asarray(result.label.array)
+    points = _lists(extreme_points(mask))
+    box = bounding_box(mask)
+    bbox = [list(box[0]), [v - 1 for v in box[1]]] if box is not None else []
+    return {"points": points, "extreme_points": points, "bbox": bbox}
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where a call's image comes from: a session, or the uploaded file parts.
+
+    Attributes:
+        session_id: the session's id (its image is used; uploads are ignored).
+        uploads: the request's file parts, on local disk.
+        scratch: this request's folder for decoded copies.
+        max_bytes: the largest decoded image accepted.
+    """
+
+    session_id: str | None
+    uploads: Sequence[Upload]
+    scratch: Path
+    max_bytes: int
+
+    @property
+    def suffix(self) -> str:
+        """The uploaded image's format suffix (``""`` for a session or an unknown format)."""
+        chosen = choose_inputs(self.uploads)
+        return known_suffix(chosen[0].filename) if chosen and not self.session_id else ""
+
+    def read(self, sessions: SessionStore) -> Volume:
+        """The image.
+
+        Raises:
+            SessionExpired: the session is unknown or expired.
+            RequestError, ImageReadError: no image, or an unreadable one.
+        """
+        if self.session_id:
+            return sessions.volume(self.session_id)
+        return read_uploads(self.uploads, self.scratch, max_bytes=self.max_bytes)
+
+
+def run_inference(
+    registry: ModelRegistry,
+    sessions: SessionStore,
+    *,
+    model: str,
+    source: ImageSource,
+    params: dict[str, Any],
+) -> InferenceOutput:
+    """One AIAA inference call: read the image, run the model's runner on the typed request,
+    encode the label map in the format asked (``result_extension``, ``result_dtype``).
+
+    Raises:
+        ModelNotFound, SessionExpired, RequestError, GuidanceError, ImageReadError: as named.
+    """
+    info = registry.model(model)
+    if not source.session_id and not source.uploads:
+        raise RequestError("no image: upload one as a file part, or give a session_id")
+    start = time.perf_counter()
+    image = source.read(sessions)
+    read = time.perf_counter() - start
+    request = inference_request(info.kind.guidance, image, params)
+    result = registry.runner(model).run(request)
+    data, name, write = encode_result(result.label, params, input_suffix=source.suffix)
+    timings = {**result.timings, "read": read, "write": write}
+    return InferenceOutput(answer_params(info, request, result), data, name, timings)
+
+
+def create_session(
+    sessions: SessionStore,
+    source: ImageSource,
+    params: dict[str, Any],
+    *,
+    expiry: str | None,
+    save_as: str | None,
+) -> SessionInfo:
+    """A new session holding the uploaded image (spec 4.9).
+
+    Raises:
+        NotSupportedError: the client asked to pull a series from a DICOM server.
+        RequestError, ImageReadError: no image, an unreadable one, or a bad ``expiry``.
+    """
+    if "dicom" in params:
+        raise NotSupportedError(
+            "pulling a series from a DICOM server is not enabled; upload the image instead"
+        )
+    if not source.uploads:
+        raise RequestError("no image: upload the session's image as a file part")
+    lifetime = as_int(expiry, "expiry") if expiry not in (None, "") else None
+    return sessions.create(source.read(sessions), expiry=lifetime, save_as=save_as)
+
+
+def _tuples(points: list[list[int]]) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(point) for point in points)
+
+
+def _lists(points: Sequence[Sequence[int]]) -> list[list[int]]:
+    return [[int(v) for v in point] for point in points]
