@@ -13,7 +13,7 @@ CHECKED := src tests benchmarks
 CHECKOV_VERSION := 3.3.30
 CHECKOV := .tools/checkov/bin/checkov
 
-.PHONY: venv tools system-deps lint typecheck test test-all demo benchmarks clean
+.PHONY: venv tools system-deps lint typecheck test test-all demo docs benchmarks clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ demo: venv
 	  test -d $(DEMO_WORKSPACE)/models/$$name || $(BIN)/carina zoo install $$name --workspace $(DEMO_WORKSPACE); \
 	done
 	$(BIN)/carina serve --workspace $(DEMO_WORKSPACE) --host 127.0.0.1 --port $(DEMO_PORT)
+
+# The command-line reference is generated from the commands (a test fails when it is stale).
+docs: venv
+	$(BIN)/python -m carina.cli.reference docs/reference/cli.md
 
 benchmarks: venv
 	$(BIN)/python benchmarks/cli_startup.py
