@@ -38,5 +38,4 @@ THRESHOLD = ModelKind(
     guidance=Guidance.NONE,
     load=lambda archive, device: ThresholdRunner(archive.serving_config()),
     check=check,
-    description="voxels above a level",
 )

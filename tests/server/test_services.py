@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from carina.archive import Archive
-from carina.archive.serving import parse_serving_config
 from carina.errors import (
     ConfigError,
     InferenceTimeoutError,
@@ -60,11 +59,16 @@ def test_client_file_names_are_never_paths() -> None:
     assert [u.field for u in choose_inputs(both)] == ["image"]
 
 
-def served(folder: Path, config: dict[str, Any]) -> ModelKind:
-    """The kind that would serve an archive holding ``config`` as its config_aiaa.json."""
+def archive_with(folder: Path, config: dict[str, Any]) -> Archive:
+    """An archive holding ``config`` as its config_aiaa.json."""
     (folder / "config").mkdir(parents=True)
     (folder / "config" / "config_aiaa.json").write_text(json.dumps(config))
-    archive = Archive.open(folder)
+    return Archive.open(folder)
+
+
+def served(folder: Path, config: dict[str, Any]) -> ModelKind:
+    """The kind that would serve an archive holding ``config`` as its config_aiaa.json."""
+    archive = archive_with(folder, config)
     return kind_of(archive, archive.serving_config())
 
 
@@ -76,9 +80,8 @@ def test_model_entries_follow_the_spec_mapping(tmp_path: Path) -> None:
         "pre_transforms": [],
         "inference": {"additional_info": {"organ": "spleen"}},
     }
-    entry = model_entry(
-        ModelInfo("ann", parse_serving_config(clara3, "config_aiaa.json"), KINDS["annotation"])
-    ).model_dump()
+    annotation = archive_with(tmp_path / "ann", clara3).serving_config()
+    entry = model_entry(ModelInfo("ann", annotation, KINDS["annotation"])).model_dump()
     assert entry["version"] == "3" and entry["padding"] == 20 and entry["roi"] == [128] * 3
     assert entry["sigma"] == 3.0 and entry["organ"] == "spleen"
     clara4 = {
@@ -93,7 +96,7 @@ def test_model_entries_follow_the_spec_mapping(tmp_path: Path) -> None:
         ],
         "inference": {"meta_data": {}},
     }
-    deepgrow = parse_serving_config(clara4, "f")
+    deepgrow = archive_with(tmp_path / "dg2", clara4).serving_config()
     assert (
         model_entry(ModelInfo("dg", deepgrow, KINDS["deepgrow"])).model_dump()["deepgrow"] == "2D"
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 from carina.archive.clara import translate_serving_config
 from carina.archive.layout import ArchiveLayout
-from carina.archive.schema import ModelType, ServingConfig, read_json, validate
+from carina.archive.schema import ModelType, ServingConfig, read_json
 from carina.errors import ConfigError
 
 
@@ -33,17 +33,6 @@ def serving_content(
         path = layout.serving_config
     raw = json_object(read_json(path), path.name)
     return path.name, translate_serving_config(raw, variables, file=path.name)
-
-
-def parse_serving_config(
-    raw: dict[str, Any], file: str, variables: dict[str, Any] | None = None
-) -> ServingConfig:
-    """The typed form of a serving config's content, in any of its forms (Clara translated).
-
-    Raises:
-        ConfigError: naming the file and key of the first problem.
-    """
-    return validate(ServingConfig, translate_serving_config(raw, variables or {}, file=file), file)
 
 
 def bundle_serving_config(layout: ArchiveLayout) -> ServingConfig:

@@ -60,7 +60,7 @@ class InteractivePredictor:
         self.settings = settings
         self.device = device
         self.roi = tuple(settings.roi)
-        self.sigma = settings.sigma or (3.0 if settings.type == ModelType.ANNOTATION else 2.0)
+        self.sigma = _setting(settings.sigma, "sigma")
 
     @classmethod
     def from_archive(cls, archive: Archive, *, device: str | None = None) -> InteractivePredictor:
@@ -133,7 +133,7 @@ class InteractivePredictor:
             GuidanceError: fewer than 6 points, or a point outside the image.
         """
         checked = _checked(points, volume.shape, "extreme", minimum=6)
-        padding = self.settings.padding if self.settings.padding is not None else 20.0
+        padding = _setting(self.settings.padding, "padding")
         pad_voxels = padding / np.asarray(volume.spacing[: len(self.roi)])
         array = np.asarray(checked, dtype=np.float64)
         window = Window.around(array.min(0), array.max(0) + 1, self.roi, margin=pad_voxels)
@@ -153,9 +153,9 @@ class InteractivePredictor:
         window = deepgrow_window(
             np.asarray(fg, dtype=np.float64),
             self.roi,
-            window_mm=self.settings.window or 128.0,
+            window_mm=_setting(self.settings.window, "window"),
             spacing=np.asarray(spacing, dtype=np.float64),
-            margin=float(self.settings.margin or 8),
+            margin=_setting(self.settings.margin, "margin"),
             size=size,
         )
         guidance = [
@@ -189,6 +189,17 @@ class InteractivePredictor:
         mask = window.paste_mask(probability[0], shape)
         timings["post"] = time.perf_counter() - start
         return mask, timings
+
+
+def _setting(value: float | None, key: str) -> float:
+    """A setting the serving config fills for its kind (``ServingConfig`` gives the defaults).
+
+    Raises:
+        GuidanceError: the config has none (it was not built for this kind of model).
+    """
+    if value is None:
+        raise GuidanceError(f"the serving config has no {key} for this interactive model")
+    return float(value)
 
 
 def _native(array: Any) -> np.ndarray[Any, Any]:

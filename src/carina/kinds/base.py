@@ -140,7 +140,6 @@ class ModelKind:
         check: raises :class:`~carina.errors.ConfigError` (naming the file and key) when a
             valid serving config still cannot be served by this kind; reads files, not torch.
         scorer: builds the validation scorer of an archive of this kind (None: not scored).
-        description: a line for listings.
     """
 
     name: str
@@ -148,4 +147,3 @@ class ModelKind:
     load: Callable[[Archive, str | None], Runner]
     check: Callable[[Archive, ServingConfig], None] = needs_network
     scorer: ScorerFactory | None = None
-    description: str = ""

@@ -78,5 +78,4 @@ DEEPGROW = ModelKind(
     load=load,
     check=check,
     scorer=scorer,
-    description="DeepGrow: a structure from foreground and background clicks",
 )

@@ -42,5 +42,4 @@ DEXTR3D = ModelKind(
     guidance=Guidance.EXTREME_POINTS,
     load=load,
     scorer=scorer,
-    description="DExtr3D: a structure from its 6 extreme points",
 )

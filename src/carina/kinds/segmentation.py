@@ -42,5 +42,4 @@ SEGMENTATION = ModelKind(
     guidance=Guidance.NONE,
     load=load,
     scorer=scorer,
-    description="automatic segmentation of the whole image",
 )

@@ -45,15 +45,14 @@ def ready(services: ServicesDep) -> Response:
         if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
             problems.append(f"{folder.name}/ is not readable and writable")
     try:
-        models, broken = len(services.registry.models()), services.registry.broken()
+        index = services.registry.index()
     except OSError as exc:
         problems.append(f"the model index cannot be read ({exc.strerror})")
-        models, broken = 0, {}
     if problems:
         return error_response(503, "; ".join(problems), "NotReady")
-    answer: dict[str, object] = {"status": "ok", "models": models}
-    if broken:
-        answer["broken"] = broken
+    answer: dict[str, object] = {"status": "ok", "models": len(index.models)}
+    if index.broken:
+        answer["broken"] = index.broken
     return json_response(answer)
 
 

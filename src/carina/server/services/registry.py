@@ -78,6 +78,14 @@ class ModelInfo:
     kind: ModelKind
 
 
+@dataclass(frozen=True)
+class ModelIndex:
+    """What is installed: the servable models (by name) and the broken archives with why."""
+
+    models: list[ModelInfo]
+    broken: dict[str, str]
+
+
 @dataclass
 class _Known:
     signature: Signature
@@ -126,15 +134,19 @@ class ModelRegistry:
 
     def models(self) -> list[ModelInfo]:
         """Every servable model, sorted by name (broken archives are left out and logged)."""
-        return [known.info for known in self._scan().values() if known.info is not None]
+        return self.index().models
 
     def broken(self) -> dict[str, str]:
         """Each installed archive that cannot be served, with why (its config file and key)."""
-        return {
-            name: known.problem
-            for name, known in self._scan().items()
-            if known.info is None and known.problem is not None
-        }
+        return self.index().broken
+
+    def index(self) -> ModelIndex:
+        """The servable models and the broken archives, from one look at the folder."""
+        known = self._scan()
+        return ModelIndex(
+            models=[k.info for k in known.values() if k.info is not None],
+            broken={n: k.problem for n, k in known.items() if k.info is None and k.problem},
+        )
 
     def model(self, name: str) -> ModelInfo:
         """One servable model.
