@@ -18,6 +18,13 @@ import httpx
 ADMIN_TOKEN = "test-admin-token"
 
 
+def dead_pid() -> int:
+    """The pid of a process that has ended (for work folders whose owner is gone)."""
+    finished = subprocess.Popen([sys.executable, "-c", ""])
+    finished.wait()
+    return finished.pid
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
     with socket.socket() as probe:

@@ -90,6 +90,10 @@ class UntrustedCodeError(ArchiveError):
         )
 
 
+class WorkCancelledError(CarinaError):
+    """Work stopped because it was cancelled: its time ran out or its client went away."""
+
+
 class GuidanceError(CarinaError):
     """Clicks or extreme points an interactive model cannot use (too few, outside the image)."""
 
@@ -100,7 +104,9 @@ class ApiError(CarinaError):
 
         ApiError
         ├── RequestError            400: malformed params or body, a bad name
-        │   └── PayloadTooLargeError    413
+        │   ├── RequestTimeoutError     408: the body stalled
+        │   ├── PayloadTooLargeError    413
+        │   └── TooManyRequestsError    429, with ``retry_after``
         ├── AuthError               401: no or a wrong bearer token
         ├── NotFoundError           404: no such thing (or endpoint)
         │   ├── ModelNotFound
@@ -121,14 +127,24 @@ class ApiError(CarinaError):
         status: the HTTP status of the answer a client read this error from; None when the error
             was raised locally (or no answer came).
         kind: the error type the server named in its answer, when one was read.
+        retry_after: seconds after which the request may succeed (``Retry-After`` of a 429 or
+            503); None when not known.
     """
 
     http_status: ClassVar[int] = 500
 
-    def __init__(self, message: str, *, status: int | None = None, kind: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        kind: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         self.message = message
         self.status = status
         self.kind = kind
+        self.retry_after = retry_after
         super().__init__(f"{message} (HTTP {status})" if status is not None else message)
 
 
@@ -142,6 +158,19 @@ class PayloadTooLargeError(RequestError):
     """A request body is larger than the server accepts."""
 
     http_status = 413
+
+
+class RequestTimeoutError(RequestError):
+    """A request body paused longer than the server waits for its next piece."""
+
+    http_status = 408
+
+
+class TooManyRequestsError(RequestError):
+    """A client sent more requests than the server's rate limit allows; retry after
+    ``retry_after`` seconds."""
+
+    http_status = 429
 
 
 class AuthError(ApiError):
@@ -190,17 +219,6 @@ class ServerBusyError(ServerError):
     """
 
     http_status = 503
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        status: int | None = None,
-        kind: str | None = None,
-    ) -> None:
-        self.retry_after = retry_after
-        super().__init__(message, status=status, kind=kind)
 
 
 class InferenceTimeoutError(ServerError):

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
+import socket
 import stat
+import tempfile
+import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -18,6 +23,8 @@ from pathlib import Path, PurePosixPath
 from carina.errors import UnsafeZipError
 
 _CHUNK = 1 << 20
+#: ``@host@pid@`` in the name of a folder a process works in (see :func:`owned_folder`).
+_OWNER = re.compile(r"@(?P<host>[A-Za-z0-9._-]+)@(?P<pid>[0-9]+)@")
 
 
 @contextlib.contextmanager
@@ -60,6 +67,59 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def owner_tag() -> str:
+    """``@host@pid@``: put in the name of a work folder, it says which process owns it."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "host"
+    return f"@{host}@{os.getpid()}@"
+
+
+def owned_folder(parent: str | Path, prefix: str) -> Path:
+    """A new private folder (mode 0700) under ``parent`` named ``prefix`` + :func:`owner_tag`.
+
+    :func:`sweep_stale` removes it once its process is gone, so a process killed while it works
+    (``kill -9``, a power cut) leaves nothing behind for long.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}", dir=parent))
+
+
+def is_stale(path: Path, *, max_age: float) -> bool:
+    """Whether a work folder's owner is gone: a process of this host that no longer runs, or
+    (another host's, or untagged) nothing changed in it for ``max_age`` seconds."""
+    match = _OWNER.search(path.name)
+    if match and match["host"] == owner_tag().split("@")[1]:
+        pid = int(match["pid"])
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass  # alive, another user's
+    try:
+        age = time.time() - path.lstat().st_mtime
+    except OSError:
+        return False
+    return age > max_age
+
+
+def sweep_stale(folder: str | Path, patterns: tuple[str, ...], *, max_age: float) -> list[Path]:
+    """Remove the entries of ``folder`` matching any glob of ``patterns`` whose owner is gone
+    (:func:`is_stale`); returns what was removed."""
+    removed = []
+    for pattern in patterns:
+        for path in Path(folder).glob(pattern):
+            if is_stale(path, max_age=max_age):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def checked_members(archive: zipfile.ZipFile, *, max_bytes: int) -> list[zipfile.ZipInfo]:

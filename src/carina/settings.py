@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Largest decoded image, in bytes, that readers accept unless told otherwise (4 GiB).
 DEFAULT_MAX_IMAGE_BYTES = 4 * 1024**3
+#: Working memory one inference may ask for (windows, probability maps), unless told otherwise.
+DEFAULT_MAX_WORK_BYTES = 6 * 1024**3
 
 
 class Settings(BaseSettings):
@@ -51,6 +53,13 @@ class Settings(BaseSettings):
     inference_workers: int = Field(
         default=1, ge=1, description="Inferences run at once per server process."
     )
+    io_workers: int = Field(
+        default=2,
+        ge=1,
+        description="Threads per server process that read, check and store uploaded images "
+        "(inference inputs, sessions, polygons), apart from the inference workers; 64 more "
+        "may wait.",
+    )
     torch_threads: int | None = Field(
         default=None,
         ge=1,
@@ -61,6 +70,34 @@ class Settings(BaseSettings):
     )
     inference_timeout: float = Field(
         default=300.0, gt=0, description="Seconds one inference may take (HTTP 504 above)."
+    )
+    max_work_bytes: int = Field(
+        default=DEFAULT_MAX_WORK_BYTES,
+        gt=0,
+        description="Working memory one inference may ask for, estimated before it starts "
+        "(windows at the image's voxel size, spatial_size, probability maps); HTTP 400 above.",
+    )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        description="Open connections per server process; more are answered 503 at once.",
+    )
+    max_client_requests: int = Field(
+        default=32,
+        ge=1,
+        description="Requests one client address may have in flight at once (HTTP 429 above).",
+    )
+    body_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a request body may pause between two pieces, and after which it "
+        "must arrive at 1 KiB/s on average (HTTP 408 otherwise).",
+    )
+    rate_limit: float = Field(
+        default=0.0,
+        ge=0,
+        description="Requests per second one client address may send on average (HTTP 429 "
+        "past a burst of 4x that); 0 turns the limit off.",
     )
     preload_models: bool = Field(
         default=True,

@@ -22,7 +22,7 @@ from tests.server.wire import (
     python_request,
     send_raw,
 )
-from tests.servers import ServerProcess
+from tests.servers import ADMIN_TOKEN, ServerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -199,7 +199,8 @@ def test_dextr3d_full_image_points(shared_server: ServerProcess, spine_ct_path: 
     ["/v1/models", "/v1/models/", "/docs", "/docs/", "/", "/logs", "/logs/?lines=5", "/health"],
 )
 def test_no_redirects(shared_server: ServerProcess, path: str) -> None:
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    token = f"Authorization: Bearer {ADMIN_TOKEN}\r\n" if path.startswith("/logs") else ""
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{token}\r\n".encode()
     assert send_raw(shared_server.port, request).status == 200
 
 

@@ -28,7 +28,12 @@ from carina.archive.schema import (
     validate,
 )
 from carina.archive.search import SearchSpace, drop_disabled, find_search, strip_search
-from carina.archive.security import find_code_files, find_code_in_config, refuse_code
+from carina.archive.security import (
+    find_code_files,
+    find_code_in_config,
+    find_code_in_configs,
+    refuse_code,
+)
 from carina.archive.serving import (
     bundle_serving_config,
     json_object,
@@ -130,7 +135,8 @@ class Archive:
 
         Raises:
             ArchiveError: not a folder, or not an archive.
-            UntrustedCodeError: an untrusted archive holds code folders or pickled checkpoints.
+            UntrustedCodeError: an untrusted archive holds code: folders of it, pickled
+                checkpoints, or anything but allowed components in any config file.
         """
         folder = Path(path)
         if not folder.is_dir():
@@ -139,7 +145,7 @@ class Archive:
         layout = ArchiveLayout(find_root(folder))
         archive = cls(layout, layout.kind(), trusted, dict(overrides or {}))
         if not trusted:
-            refuse_code(find_code_files(layout.root))
+            refuse_code(find_code_in_configs(layout) + find_code_files(layout.root))
         return archive
 
     @property

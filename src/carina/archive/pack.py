@@ -15,12 +15,22 @@ from typing import Any
 from carina import __version__
 from carina.archive.layout import ArchiveLayout, find_root
 from carina.errors import ArchiveError, UnsafeZipError
-from carina.files import atomic_path, atomic_write_bytes, checked_members, extract_members
+from carina.files import (
+    atomic_path,
+    atomic_write_bytes,
+    checked_members,
+    extract_members,
+    is_stale,
+    owned_folder,
+    owner_tag,
+)
 from carina.settings import DEFAULT_MAX_IMAGE_BYTES
 
 MANIFEST = "manifest.json"
 #: Left out of packs: logs, caches, hidden files, and the resume checkpoint unless asked for.
 _SKIPPED_FOLDERS = {"logs", "__pycache__", "automl"}
+#: Middle of the name an installed archive is moved aside under while its replacement goes in.
+_RETIRED = ".old"
 
 
 def sha256_file(path: Path) -> str:
@@ -144,18 +154,18 @@ def install_folder(source: Path, models: Path, name: str, *, copy: bool) -> Path
 
     The new folder is staged beside the target (same file system), then renamed into place; a
     reader sees the old archive or the new one, never a half-copied one. ``copy`` keeps
-    ``source``; otherwise it is moved.
+    ``source``; otherwise it is moved. The work folders carry their owner's host and pid, so a
+    process killed between the two renames is repaired by :func:`recover_installs`.
     """
-    models.mkdir(parents=True, exist_ok=True)
-    target = models / name
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=models)) / name
+    staging = owned_folder(models, f".{name}.install") / name
     try:
         if copy:
             shutil.copytree(source, staging)
         else:
             shutil.move(str(source), staging)
+        target = models / name
         if target.exists():
-            retired = target.with_name(f".{name}.old-{time.time_ns()}")
+            retired = models / f".{name}{_RETIRED}{owner_tag()}{time.time_ns()}"
             target.rename(retired)
             staging.rename(target)
             shutil.rmtree(retired, ignore_errors=True)
@@ -164,3 +174,19 @@ def install_folder(source: Path, models: Path, name: str, *, copy: bool) -> Path
     finally:
         shutil.rmtree(staging.parent, ignore_errors=True)
     return target
+
+
+def recover_installs(models: Path, *, max_age: float) -> list[str]:
+    """Undo replacements a killed process left half done: an archive moved aside whose
+    replacement never arrived is put back (the previous model serves). Returns their names."""
+    restored = []
+    for retired in sorted(models.glob(f".*{_RETIRED}@*")):
+        name = retired.name[1:].rpartition(_RETIRED)[0]
+        target = models / name
+        if name and not target.exists() and is_stale(retired, max_age=max_age):
+            try:
+                retired.rename(target)
+            except OSError:
+                continue
+            restored.append(name)
+    return restored

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from carina.errors import ConfigError
+from carina.limits import JsonLimitError, loads_json
 
 Component = dict[str, Any]
 
@@ -212,12 +213,16 @@ def read_json(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ConfigError(path.name, "", "the file is missing") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path.name, "", "not valid JSON (not UTF-8 text)") from exc
     try:
-        return json.loads(text)
+        return loads_json(text, what="the file")
     except json.JSONDecodeError as exc:
         raise ConfigError(
             path.name, "", f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from exc
+    except JsonLimitError as exc:
+        raise ConfigError(path.name, "", str(exc).removeprefix("the file: ")) from exc
 
 
 def validate(model: type[ModelT], data: Any, file: str) -> ModelT:

@@ -1,41 +1,73 @@
 """What counts as code in an archive, and the check that refuses it in untrusted archives.
 
-Code is: ``$`` expressions and ``%`` includes in a config that MONAI would evaluate, lambda strings,
-a ``_target_`` outside the component libraries Carina allows (any importable callable could
-otherwise be called with config arguments), the transforms that call functions or write files
-(``Lambda``, ``SaveImage``), ``custom/``, ``BYOC/`` or ``scripts/`` folders, and checkpoints that
-need pickle (anything ``torch.load(weights_only=True)`` refuses).
+An uploaded archive is data: its configs may only build the components of
+:mod:`carina.archive.components`. Code is: ``$`` expressions, ``%`` includes and lambda strings
+anywhere in any config file (``environment.json`` and ``metadata.json`` too: a ``@`` reference
+reaches every id of every file MONAI parses); a ``_target_`` that is not an allowed component;
+``_requires_`` (builds or evaluates other ids first); a ``_mode_`` other than ``default``,
+``callable`` or ``partial`` (``debug`` starts the Python debugger); a ``_disabled_`` that is not a
+plain boolean; a network argument that downloads weights; ``custom/``, ``BYOC/`` or ``scripts/``
+folders, Python files, and checkpoints that need pickle (anything ``torch.load(weights_only=True)``
+refuses). Nothing of an archive is built or imported before this check passes.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from carina.archive.layout import CODE_FOLDERS
-from carina.archive.targets import target_module
+from carina.archive.components import DOWNLOAD_ARGUMENTS, allowed_targets
+from carina.archive.layout import CODE_FOLDERS, ArchiveLayout
+from carina.archive.legacy import rewrite_legacy
 from carina.errors import UntrustedCodeError
+from carina.limits import MAX_JSON_DEPTH, JsonLimitError, loads_json
 
-#: Modules whose components an untrusted archive may name.
-ALLOWED_MODULES = (
-    "monai.transforms",
-    "monai.networks",
-    "monai.losses",
-    "monai.inferers",
-    "monai.metrics",
-    "monai.apps.deepgrow.transforms",
-    "torch.optim",
-    "carina.engine.transforms",
-    "carina.interactive",
-)
-#: Components refused even inside the allowed modules: they call functions or write files.
-DENIED_COMPONENTS = {"Lambda", "Lambdad", "RandLambda", "RandLambdad", "SaveImage", "SaveImaged"}
+#: ``_mode_`` values that build the component (or a callable of it) and nothing else.
+SAFE_MODES = ("default", "callable", "partial")
+#: Config files of an archive, wherever they sit under ``config/`` or ``configs/``.
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 
 
-def find_code_in_config(config: Any, *, file: str) -> list[str]:
-    """Each piece of code in a Bundle-syntax config, as ``"file: key: what"``."""
+def find_code_in_config(config: Any, *, file: str, clara: bool = False) -> list[str]:
+    """Each piece of code in a config, as ``"file: key: what"`` (legacy names are judged by the
+    component they are rewritten to). ``clara``: the file may be in Clara's syntax, where a
+    string starting with ``#`` is an expression too."""
     findings: list[str] = []
-    _scan(config, file, "", findings)
+    rewritten, _ = rewrite_legacy(config)
+    stack: list[tuple[Any, str]] = [(rewritten, "")]
+    while stack:  # iterative: a deeply nested config cannot exhaust the interpreter's stack
+        value, where = stack.pop()
+        if isinstance(value, list):
+            stack.extend((item, _join(where, str(i))) for i, item in enumerate(value))
+        elif isinstance(value, dict):
+            findings += [f"{file}: {where or '(top)'}: {p}" for p in _component_problems(value)]
+            stack.extend((item, _join(where, str(key))) for key, item in value.items())
+        elif isinstance(value, str):
+            problem = _string_problem(value, clara=clara)
+            if problem:
+                findings.append(f"{file}: {where}: {problem}")
+    return sorted(findings)
+
+
+def find_code_in_configs(layout: ArchiveLayout) -> list[str]:
+    """Code in every config file of an archive (``config/`` and ``configs/``, any depth); a
+    config that cannot be read is a finding too (it could not be checked)."""
+    findings: list[str] = []
+    for folder in (layout.config_dir, layout.root / "configs"):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.suffix.lower() not in CONFIG_SUFFIXES or not path.is_file():
+                continue
+            shown = str(path.relative_to(layout.root))
+            try:
+                content = _read_config(path)
+            except Exception as exc:  # any parser error: unreadable means unchecked
+                findings.append(f"{shown}: cannot be checked ({_first_line(exc)})")
+                continue
+            clara = folder == layout.config_dir
+            findings += find_code_in_config(content, file=shown, clara=clara)
     return findings
 
 
@@ -65,41 +97,68 @@ def refuse_code(findings: list[str]) -> None:
         raise UntrustedCodeError(findings)
 
 
-def _scan(value: Any, file: str, where: str, findings: list[str]) -> None:
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            _scan(item, file, f"{where}.{index}" if where else str(index), findings)
-        return
-    if isinstance(value, dict):
-        target = value.get("_target_")
-        if isinstance(target, str):
-            problem = _target_problem(target)
-            if problem:
-                findings.append(f"{file}: {where or '(top)'}: {problem}")
-        for key, item in value.items():
-            _scan(item, file, f"{where}.{key}" if where else str(key), findings)
-        return
-    if isinstance(value, str):
-        stripped = value.lstrip()
-        if stripped.startswith("$"):
-            findings.append(f"{file}: {where}: Python expression {_shorten(value)}")
-        elif stripped.startswith("%"):
-            findings.append(f"{file}: {where}: include of another file {_shorten(value)}")
-        elif stripped.startswith("lambda"):
-            findings.append(f"{file}: {where}: lambda {_shorten(value)}")
+def _component_problems(value: dict[str, Any]) -> list[str]:
+    problems = []
+    target = value.get("_target_")
+    if "_target_" in value and not (isinstance(target, str) and target in allowed_targets()):
+        problems.append(f"component {_shorten(str(target))} is not an allowed component")
+    mode = value.get("_mode_", "default")
+    if mode not in SAFE_MODES:
+        problems.append(f"_mode_ {_shorten(str(mode))} (only {', '.join(SAFE_MODES)})")
+    if "_requires_" in value:
+        problems.append("_requires_ builds or evaluates other ids first")
+    disabled = value.get("_disabled_", False)
+    if not isinstance(disabled, bool) and str(disabled).strip().lower() not in ("true", "false"):
+        problems.append(f"_disabled_ {_shorten(str(disabled))} is not true or false")
+    if "_target_" in value:
+        problems += [
+            f"argument {name!r} downloads weights"
+            for name in DOWNLOAD_ARGUMENTS
+            if value.get(name) not in (None, False, "", 0)
+        ]
+    return problems
 
 
-def _target_problem(target: str) -> str | None:
-    name = target.rpartition(".")[2]
-    if name in DENIED_COMPONENTS:
-        return f"component {target!r} calls functions or writes files"
-    module = target_module(target)
-    if module is None:
-        return None  # unknown names fail later, when the component is built
-    if not module.startswith(ALLOWED_MODULES):
-        return f"component {target!r} is outside the allowed libraries"
+def _string_problem(value: str, *, clara: bool) -> str | None:
+    stripped = value.lstrip()
+    if stripped.startswith("$") or (clara and stripped.startswith("#")):
+        return f"Python expression {_shorten(value)}"
+    if stripped.startswith("%"):
+        return f"include of another file {_shorten(value)}"
+    if stripped.startswith("lambda"):
+        return f"lambda {_shorten(value)}"
     return None
+
+
+def _read_config(path: Path) -> Any:
+    data = path.read_bytes()
+    if path.suffix.lower() == ".json":
+        return loads_json(data, what=path.name)
+    try:
+        import yaml
+    except ImportError as exc:
+        raise ValueError("a YAML config needs PyYAML, which is not installed") from exc
+    depth = 0
+    for event in yaml.parse(data, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            raise ValueError("YAML aliases are not accepted in uploaded configs")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise JsonLimitError(f"{path.name}: nested deeper than {MAX_JSON_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return json.loads(json.dumps(yaml.safe_load(data), default=str))
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
 
 
 def _shorten(text: str) -> str:
     return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

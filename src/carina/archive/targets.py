@@ -19,9 +19,14 @@ def target_module(target: str) -> str | None:
 
 
 def locate_target(target: str) -> Any:
-    """The object ``target`` names, or None when it cannot be imported."""
+    """The object ``target`` names, or None when it cannot be imported or lies outside MONAI and
+    the allowed components (an uploaded config's target is never imported to look at it)."""
+    from carina.archive.components import allowed_targets
+
     module_name = target_module(target)
-    if module_name is None:
+    if module_name is None or "__main__" in module_name:
+        return None
+    if target not in allowed_targets() and not module_name.startswith("monai."):
         return None
     try:
         return getattr(importlib.import_module(module_name), target.rpartition(".")[2], None)

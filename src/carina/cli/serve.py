@@ -18,7 +18,9 @@ def serve(
     ssl_certfile: Path | None = typer.Option(None, help="TLS certificate chain (PEM)."),
     ssl_keyfile: Path | None = typer.Option(None, help="TLS private key (PEM)."),
     ssl_self_signed: bool = typer.Option(
-        False, help="Serve HTTPS with a new self-signed certificate (kept on local disk)."
+        False,
+        help="Serve HTTPS with a new self-signed certificate (in a private temporary folder, "
+        "removed on stop).",
     ),
     workers: int = typer.Option(1, min=1, help="Server processes sharing the port."),
 ) -> None:
@@ -26,10 +28,10 @@ def serve(
 
     Other settings come from CARINA_* environment variables (docs/reference/settings.md).
     """
-    import tempfile
+    from contextlib import AbstractContextManager, nullcontext
 
     from carina.errors import CarinaError
-    from carina.server.run import TlsFiles, prepare_admin_token, self_signed_certificate, serve
+    from carina.server.run import TlsFiles, prepare_admin_token, self_signed_tls, serve
     from carina.settings import Settings
 
     if (ssl_certfile is None) != (ssl_keyfile is None):
@@ -45,12 +47,13 @@ def serve(
             soft_wrap=True,
             highlight=False,
         )
-    tls = None
+    tls_files: AbstractContextManager[TlsFiles | None] = nullcontext(None)
     if ssl_certfile is not None and ssl_keyfile is not None:
-        tls = TlsFiles(ssl_certfile, ssl_keyfile)
+        tls_files = nullcontext(TlsFiles(ssl_certfile, ssl_keyfile))
     elif ssl_self_signed:
-        tls = self_signed_certificate(Path(tempfile.mkdtemp(prefix="carina-tls-")))
-    scheme = "https" if tls else "http"
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    console.print(f"Carina annotation server on {scheme}://{shown}:{port} (API docs at /)")
-    serve(settings, workers=workers, tls=tls)
+        tls_files = self_signed_tls()  # a private temporary folder, removed when serving ends
+    with tls_files as tls:
+        scheme = "https" if tls else "http"
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        console.print(f"Carina annotation server on {scheme}://{shown}:{port} (API docs at /)")
+        serve(settings, workers=workers, tls=tls)

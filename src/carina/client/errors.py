@@ -9,7 +9,9 @@ HTTP ``status`` (None when no answer came), the server's ``message`` and its err
     ├── ServerUnreachableError    no answer: refused, timed out, TLS failure
     ├── ProtocolError             an answer that breaks the AIAA wire format
     ├── RequestError              400 (bad params, too few points, unreadable image)
-    │   └── PayloadTooLargeError  413
+    │   ├── RequestTimeoutError   408 (the body stalled)
+    │   ├── PayloadTooLargeError  413
+    │   └── TooManyRequestsError  429, with ``retry_after`` seconds
     ├── AuthError                 401 (admin token, or the optional API token)
     ├── NotFoundError             404
     │   ├── ModelNotFound
@@ -40,9 +42,11 @@ from carina.errors import (
     NotSupportedError,
     PayloadTooLargeError,
     RequestError,
+    RequestTimeoutError,
     ServerBusyError,
     ServerError,
     SessionExpired,
+    TooManyRequestsError,
 )
 from carina.schemas import ErrorBody
 
@@ -62,6 +66,8 @@ _BY_STATUS: dict[int, type[ApiError]] = {
         for cls in (
             RequestError,
             PayloadTooLargeError,
+            RequestTimeoutError,
+            TooManyRequestsError,
             AuthError,
             NotFoundError,
             SessionExpired,
@@ -102,7 +108,7 @@ def error_from_response(
         cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
         if cls is NotFoundError:
             cls = not_found
-    if issubclass(cls, ServerBusyError):
+    if issubclass(cls, ServerBusyError | TooManyRequestsError):
         return cls(
             message,
             status=status,

@@ -20,6 +20,7 @@ from carina.engine.network import load_network, pick_device
 from carina.engine.transforms import LoadVolumed
 from carina.errors import ArchiveError
 from carina.io import Volume, load_volume, save_volume
+from carina.limits import checked_calls
 
 #: Post-processing steps a server never runs: they write files.
 _WRITERS = ("SaveImage", "SaveImaged")
@@ -118,7 +119,7 @@ class Predictor:
 
         start = time.perf_counter()
         with torch.inference_mode(), _autocast(self.device):
-            logits = self.inferer(image.unsqueeze(0).to(self.device), self.network)
+            logits = self.inferer(image.unsqueeze(0).to(self.device), checked_calls(self.network))
         logits = logits[0].float().cpu()
         timings["infer"] = time.perf_counter() - start
 

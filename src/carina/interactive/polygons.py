@@ -16,6 +16,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from carina.limits import check_cancelled
+
 Vertex = list[int]
 Polygon = list[Vertex]
 
@@ -48,6 +50,7 @@ def slice_polygons(rows_cols: npt.NDArray[np.bool_], tolerance: float) -> list[P
     labels, count = ndimage.label(rows_cols, structure=np.ones((3, 3), dtype=int))
     polygons = []
     for region in range(1, count + 1):
+        check_cancelled()
         mask = labels == region
         boundary = _trace(mask)
         polygon = [[r, c] for r, c in boundary]

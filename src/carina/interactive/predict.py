@@ -8,6 +8,7 @@ network, and paste the mask back into the full image grid.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from carina.errors import GuidanceError
 from carina.interactive.guidance import gaussian_map
 from carina.interactive.window import Window, deepgrow_window
 from carina.io import Volume
+from carina.limits import check_cancelled, check_work
+from carina.settings import DEFAULT_MAX_WORK_BYTES
 
 Points = Sequence[Sequence[int]]
 
@@ -92,6 +95,7 @@ class InteractivePredictor:
         *,
         current_point: Sequence[int] | None = None,
         spatial_size: Sequence[int] | None = None,
+        max_work_bytes: int = DEFAULT_MAX_WORK_BYTES,
     ) -> InteractiveResult:
         """Segment the structure the foreground clicks are in; background clicks exclude.
 
@@ -101,7 +105,8 @@ class InteractivePredictor:
         slice ``current_point[2]`` (else the last foreground click's).
 
         Raises:
-            GuidanceError: no foreground click, or a click outside the image.
+            GuidanceError: no foreground click, a click outside the image, or a window over
+                ``max_work_bytes`` of working memory.
         """
         fg = _checked(foreground, volume.shape, "foreground", minimum=1)
         bg = _checked(background, volume.shape, "background", minimum=0)
@@ -117,20 +122,26 @@ class InteractivePredictor:
             plane = image[..., k]
             size = list(spatial_size)[:2] if spatial_size is not None else None
             result, window, timings = self._run_deepgrow(
-                plane, [p[:2] for p in fg], [p[:2] for p in bg], volume.spacing[:2], size
-            )
+                plane, [p[:2] for p in fg], [p[:2] for p in bg], volume.spacing[:2], size,
+                max_work_bytes,
+            )  # fmt: skip
             mask = np.zeros(volume.shape, dtype=np.uint8)
             mask[:, :, k] = result
             crop = [*window.clipped(volume.shape[:2]), [k, k + 1]]
             return InteractiveResult(volume.with_array(mask), crop, timings)
-        result, window, timings = self._run_deepgrow(image, fg, bg, volume.spacing, spatial_size)
+        result, window, timings = self._run_deepgrow(
+            image, fg, bg, volume.spacing, spatial_size, max_work_bytes
+        )
         return InteractiveResult(volume.with_array(result), window.clipped(volume.shape), timings)
 
-    def dextr3d(self, volume: Volume, points: Points) -> InteractiveResult:
+    def dextr3d(
+        self, volume: Volume, points: Points, *, max_work_bytes: int = DEFAULT_MAX_WORK_BYTES
+    ) -> InteractiveResult:
         """Segment the structure whose extreme points (at least 6) the user placed.
 
         Raises:
-            GuidanceError: fewer than 6 points, or a point outside the image.
+            GuidanceError: fewer than 6 points, a point outside the image, or a window over
+                ``max_work_bytes`` of working memory.
         """
         checked = _checked(points, volume.shape, "extreme", minimum=6)
         padding = _setting(self.settings.padding, "padding")
@@ -139,7 +150,7 @@ class InteractivePredictor:
         window = Window.around(array.min(0), array.max(0) + 1, self.roi, margin=pad_voxels)
         image = torch.from_numpy(_native(volume.array))[None]
         guidance = [gaussian_map(self.roi, window.to_roi(checked), self.sigma)]
-        mask, timings = self._predict(image, window, guidance, volume.shape)
+        mask, timings = self._predict(image, window, guidance, volume.shape, max_work_bytes)
         return InteractiveResult(volume.with_array(mask), window.clipped(volume.shape), timings)
 
     def _run_deepgrow(
@@ -149,6 +160,7 @@ class InteractivePredictor:
         bg: list[tuple[int, ...]],
         spacing: Sequence[float],
         size: Sequence[int] | None,
+        max_work_bytes: int,
     ) -> tuple[np.ndarray[Any, Any], Window, dict[str, float]]:
         window = deepgrow_window(
             np.asarray(fg, dtype=np.float64),
@@ -162,7 +174,9 @@ class InteractivePredictor:
             gaussian_map(self.roi, window.to_roi(fg), self.sigma),
             gaussian_map(self.roi, window.to_roi(bg) if bg else [], self.sigma),
         ]
-        mask, timings = self._predict(image, window, guidance, tuple(image.shape[1:]))
+        mask, timings = self._predict(
+            image, window, guidance, tuple(image.shape[1:]), max_work_bytes
+        )
         return mask, window, timings
 
     def _predict(
@@ -171,7 +185,11 @@ class InteractivePredictor:
         window: Window,
         guidance: list[np.ndarray[Any, Any]],
         shape: tuple[int, ...],
+        max_work_bytes: int,
     ) -> tuple[np.ndarray[Any, Any], dict[str, float]]:
+        # The window is cut out and resized back at its size in image voxels (float32, twice).
+        window_bytes = 8 * math.prod(window.size) + 4 * math.prod(shape)
+        check_work(window_bytes, max_work_bytes, f"a window of {list(window.size)} voxels")
         timings: dict[str, float] = {}
         start = time.perf_counter()
         window_image = window.extract(image, fill=None)
@@ -182,6 +200,7 @@ class InteractivePredictor:
         batch = torch.cat(channels, dim=0)[None].to(self.device)
         timings["pre"] = time.perf_counter() - start
         start = time.perf_counter()
+        check_cancelled()
         with torch.inference_mode():
             probability = torch.sigmoid(self.network(batch).float())[0].cpu()
         timings["infer"] = time.perf_counter() - start

@@ -25,6 +25,7 @@ import numpy.typing as npt
 from carina.errors import ImageReadError, UnsafeZipError
 from carina.files import checked_members, iter_member_bytes
 from carina.io.volume import LPS_TO_RAS, ImageFormat, Volume, VolumeMeta
+from carina.limits import check_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,20 @@ def read_dicom(path: Path, *, max_bytes: int) -> Volume:
         kind = datasets[0][1].get("SOPClassUID")
         described = f" ({kind.name})" if kind is not None else ""
         raise ImageReadError(path, f"the DICOM object{described} contains no pixel data")
+    try:
+        return _series_volume(path, images, max_bytes=max_bytes)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ImageReadError(path, f"a malformed DICOM attribute ({reason})") from exc
+
+
+def _series_volume(path: Path, images: list[tuple[str, Any]], *, max_bytes: int) -> Volume:
+    """The volume of one series' image datasets (checked, sorted, stacked)."""
     _check_single_series(path, images)
     frames = [frame for name, ds in images for frame in _frames(name, ds)]
     _check_same_grid(path, frames)
+    for frame in frames:
+        _check_geometry(path, frame)
     nbytes = _decoded_bytes(images[0][1]) * len(frames)
     if nbytes > max_bytes:
         raise ImageReadError(
@@ -73,9 +85,12 @@ def read_dicom(path: Path, *, max_bytes: int) -> Volume:
     frames, step = _sort_frames(path, frames)
     array = _pixels(path, frames)
     first = images[0][1]
+    affine = _affine(frames[0], step)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise ImageReadError(path, "the slice positions give no usable geometry")
     return Volume(
         array=array,
-        affine=_affine(frames[0], step),
+        affine=affine,
         meta=VolumeMeta(
             format=ImageFormat.DICOM,
             modality=str(first.get("Modality", "")) or None,
@@ -187,6 +202,16 @@ def _check_same_grid(path: Path, frames: list[_Frame]) -> None:
             )
     if len({f.pixel_spacing for f in frames}) > 1:
         raise ImageReadError(path, "the slices have different pixel spacings")
+
+
+def _check_geometry(path: Path, frame: _Frame) -> None:
+    """Pixel spacing, position and orientation that give a usable geometry (finite, non-zero)."""
+    spacing = frame.pixel_spacing
+    if spacing is not None and not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise ImageReadError(path, f"the pixel spacing {list(spacing)} is not positive and finite")
+    for name, values in (("position", frame.position), ("orientation", frame.orientation)):
+        if values is not None and not np.all(np.isfinite(values)):
+            raise ImageReadError(path, f"the image {name} is not finite")
 
 
 def _sort_frames(path: Path, frames: list[_Frame]) -> tuple[list[_Frame], npt.NDArray[np.float64]]:
@@ -303,7 +328,8 @@ def _functional(dataset: Any, index: int | None, sequence: str, keyword: str) ->
 def _unit_orientation(values: Any) -> npt.NDArray[np.float64]:
     orientation = np.array([float(v) for v in values])
     row, column = orientation[:3], orientation[3:]
-    return np.concatenate([row / np.linalg.norm(row), column / np.linalg.norm(column)])
+    with np.errstate(all="ignore"):  # a zero vector gives NaN, refused by _check_geometry
+        return np.concatenate([row / np.linalg.norm(row), column / np.linalg.norm(column)])
 
 
 def _affine(first: _Frame, step: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -334,6 +360,7 @@ def _pixels(path: Path, frames: list[_Frame]) -> npt.NDArray[Any]:
     decoded: dict[int, npt.NDArray[Any]] = {}
     stack: npt.NDArray[Any] | None = None
     for k, frame in enumerate(frames):
+        check_cancelled()
         plane = _plane(path, frame, decoded)
         if stack is None:
             stack = np.empty((len(frames), *plane.shape), dtype=plane.dtype)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import zlib
 from pathlib import Path
 from typing import IO, Any, cast
@@ -17,9 +18,15 @@ import numpy.typing as npt
 
 from carina.errors import ImageReadError
 from carina.io.volume import ImageFormat, Volume, VolumeMeta
+from carina.limits import check_cancelled
 
 _CHUNK = 1 << 24
 _HEADER_SIZES = {348: 1, 540: 2}
+#: Large images (decoded size) that inflate more than this ratio are refused as bombs.
+BOMB_FLOOR = 256 * 1024**2
+BOMB_RATIO = 200
+#: Data accepted after the voxels (a gzip member or junk that would otherwise be inflated in full).
+_MAX_TRAILING = 1 << 20
 
 
 def read_nifti(path: Path, *, max_bytes: int) -> Volume:
@@ -34,7 +41,7 @@ def read_nifti(path: Path, *, max_bytes: int) -> Volume:
             return _read_stream(path, stream, max_bytes=max_bytes)
     except ImageReadError:
         raise
-    except (OSError, EOFError, zlib.error) as exc:
+    except _decoder_errors() as exc:
         raise ImageReadError(path, f"corrupt or truncated compressed data ({exc})") from exc
 
 
@@ -103,11 +110,12 @@ def _read_stream(path: Path, stream: IO[bytes], *, max_bytes: int) -> Volume:
     header = _parse_header(path, head)
     shape = tuple(int(n) for n in header.get_data_shape())
     dtype = header.get_data_dtype()
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
     if nbytes > max_bytes:
         raise ImageReadError(
             path, f"decoded image would take {nbytes} bytes, over the limit of {max_bytes}"
         )
+    _check_ratio(path, nbytes)
     with np.errstate(all="ignore"):
         affine = header.get_best_affine()
     if not (np.all(np.isfinite(affine)) and abs(np.linalg.det(affine[:3, :3])) > 1e-12):
@@ -119,14 +127,52 @@ def _read_stream(path: Path, stream: IO[bytes], *, max_bytes: int) -> Volume:
         _read_exact(path, stream, offset - size, what="header extensions")
     array = np.empty(shape, dtype=dtype, order="F")
     _fill(path, stream, array)
-    while stream.read(_CHUNK):  # reach the end so that gzip checks its CRC
-        pass
+    _check_end(path, stream)
     return Volume(
         array=_finish_array(array, header),
         affine=affine,
         spatial_ndim=2 if len(shape) == 2 else 3,
         meta=VolumeMeta(format=ImageFormat.NIFTI, nifti_header=bytes(head)),
     )
+
+
+def _check_ratio(path: Path, nbytes: int) -> None:
+    """Refuse a large compressed image that would inflate far more than any scan does: real CT
+    and MR compress about 2-5 to 1, a decompression bomb thousands to 1. Checked before a byte
+    is inflated; a real image of that kind can be sent uncompressed (``.nii``)."""
+    try:
+        with path.open("rb") as probe:
+            compressed = probe.read(2) == b"\x1f\x8b"
+        size = path.stat().st_size
+    except OSError:
+        return
+    if compressed and nbytes >= BOMB_FLOOR and nbytes > BOMB_RATIO * size:
+        raise ImageReadError(
+            path,
+            f"{size} compressed bytes would inflate to {nbytes} ({nbytes // max(size, 1)} to 1, "
+            f"over {BOMB_RATIO} to 1 for images of {BOMB_FLOOR >> 20} MiB or more): refused as a "
+            "decompression bomb; send a real image of this kind uncompressed (.nii)",
+        )
+
+
+def _check_end(path: Path, stream: IO[bytes]) -> None:
+    """Read to the end (so that gzip checks its CRC), refusing more than a little trailing data:
+    a second gzip member could otherwise inflate to any size."""
+    trailing = 0
+    while chunk := stream.read(min(_CHUNK, _MAX_TRAILING + 1)):
+        check_cancelled()
+        trailing += len(chunk)
+        if trailing > _MAX_TRAILING:
+            raise ImageReadError(path, f"more than {_MAX_TRAILING} bytes of data after the voxels")
+
+
+def _decoder_errors() -> tuple[type[BaseException], ...]:
+    """What the file and gzip decoders raise on corrupt data (ISA-L has an error of its own)."""
+    try:
+        from isal.igzip_lib import IsalError
+    except ImportError:
+        return (OSError, EOFError, zlib.error)
+    return (OSError, EOFError, zlib.error, cast(type[BaseException], IsalError))
 
 
 def _header_size(path: Path, first: bytes) -> int:
@@ -168,6 +214,7 @@ def _fill(path: Path, stream: IO[bytes], array: npt.NDArray[Any]) -> None:
     view = array.reshape(-1, order="A").data.cast("B")
     done = 0
     while done < len(view):
+        check_cancelled()
         count = stream.readinto(view[done : done + _CHUNK])  # type: ignore[attr-defined]
         if not count:
             raise ImageReadError(

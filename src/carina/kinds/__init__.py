@@ -14,6 +14,7 @@ from carina.kinds.base import (
     ModelKind,
     Point,
     Runner,
+    check_request,
     needs_network,
     serving_file,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "ModelKind",
     "Point",
     "Runner",
+    "check_request",
     "kind_of",
     "load_runner",
     "needs_network",

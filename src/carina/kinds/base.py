@@ -14,7 +14,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from carina.archive.schema import ServingConfig
-from carina.errors import ConfigError
+from carina.errors import ConfigError, GuidanceError, ImageReadError
+from carina.settings import DEFAULT_MAX_WORK_BYTES
 
 if TYPE_CHECKING:
     from carina.archive import Archive
@@ -47,6 +48,7 @@ class InferenceRequest:
         extreme_points: the structure's extreme points.
         current_point: the click that selects the slice of a 2D model.
         spatial_size: the window a DeepGrow model looks at, in voxels (default: the model's).
+        max_work_bytes: the working memory the request may ask for (estimated before running).
     """
 
     image: Volume
@@ -55,6 +57,7 @@ class InferenceRequest:
     extreme_points: tuple[Point, ...] = ()
     current_point: Point | None = None
     spatial_size: tuple[int, ...] | None = None
+    max_work_bytes: int = DEFAULT_MAX_WORK_BYTES
 
 
 @dataclass
@@ -105,6 +108,29 @@ class NetworkRunner:
         from carina.engine.network import network_bytes
 
         return network_bytes(self.predictor.network)
+
+
+def check_request(request: InferenceRequest, spec: ServingConfig) -> None:
+    """What every kind needs of a request before it runs: a greyscale image with as many
+    spatial axes as the model works in (a 2D model also takes the slices of a 3D image), and a
+    ``spatial_size`` of that many sizes.
+
+    Raises:
+        ImageReadError: an image the model cannot take.
+        GuidanceError: a ``spatial_size`` of the wrong length.
+    """
+    image = request.image
+    dimensions = spec.dimensions or 3
+    if image.spatial_ndim < dimensions or image.array.ndim != image.spatial_ndim:
+        shape = "x".join(str(n) for n in image.array.shape)
+        raise ImageReadError(
+            "image", f"this model works on {dimensions}D greyscale images, not on {shape} voxels"
+        )
+    size = request.spatial_size
+    if size is not None and len(size) not in (dimensions, image.spatial_ndim):
+        raise GuidanceError(
+            f"spatial_size needs {dimensions} sizes for this {dimensions}D model, got {list(size)}"
+        )
 
 
 def serving_file(archive: Archive) -> str:

@@ -41,6 +41,7 @@ class DeepGrowRunner(NetworkRunner):
             request.background,
             current_point=request.current_point,
             spatial_size=request.spatial_size,
+            max_work_bytes=request.max_work_bytes,
         )
         return InferenceResult(result.volume, result.crop, result.timings)
 

@@ -19,7 +19,9 @@ class DExtr3DRunner(NetworkRunner):
 
     def run(self, request: InferenceRequest) -> InferenceResult:
         """The structure whose extreme points (at least 6) the user placed."""
-        result = self.predictor.dextr3d(request.image, request.extreme_points)
+        result = self.predictor.dextr3d(
+            request.image, request.extreme_points, max_work_bytes=request.max_work_bytes
+        )
         return InferenceResult(result.volume, result.crop, result.timings)
 
 

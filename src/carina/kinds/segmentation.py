@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from carina.kinds.base import Guidance, InferenceRequest, InferenceResult, ModelKind, NetworkRunner
+from carina.limits import check_work
 
 if TYPE_CHECKING:
     from carina.archive import Archive
@@ -18,7 +20,14 @@ class SegmentationRunner(NetworkRunner):
     predictor: Predictor
 
     def run(self, request: InferenceRequest) -> InferenceResult:
-        """The label map of the whole image (guidance, if any, is not used)."""
+        """The label map of the whole image (guidance, if any, is not used).
+
+        Raises:
+            GuidanceError: the image needs more working memory than the request may use.
+        """
+        voxels = math.prod(request.image.shape)
+        channels = len(self.spec.labels) + 1
+        check_work(4 * voxels * (2 + channels), request.max_work_bytes, "segmenting this image")
         prediction = self.predictor.predict(request.image)
         return InferenceResult(prediction.volume, timings=prediction.timings)
 

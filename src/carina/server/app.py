@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import re
 import shutil
 import time
@@ -17,7 +18,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carina import __version__
-from carina.errors import PayloadTooLargeError
+from carina.errors import PayloadTooLargeError, RequestTimeoutError
 from carina.kinds import Kinds
 from carina.server.docs import add_docs_routes
 from carina.server.errors import install_error_handlers
@@ -36,6 +37,10 @@ access = logging.getLogger("carina.server.access")
 #: Paths open without the optional API token: health checks, docs and their assets.
 _OPEN = re.compile(r"^/(health(/.*)?|docs/?|openapi\.json/?|static/.*|favicon\.[a-z]+/?)?$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+#: The slowest a request body may arrive on average once the body timeout has passed (bytes/s).
+MIN_BODY_RATE = 1024
+#: Paths a load balancer polls: never rate limited.
+_HEALTH = re.compile(r"^/health(/.*)?$")
 
 
 def create_app(settings: Settings | None = None, *, kinds: Kinds | None = None) -> FastAPI:
@@ -85,6 +90,7 @@ def create_app(settings: Settings | None = None, *, kinds: Kinds | None = None) 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI, *, services: Services) -> AsyncIterator[None]:
     """The session sweeper, background model loading, and a clean stop of the worker pool."""
+    services.start()
     sweeper = asyncio.create_task(_purge_sessions(services))
     if services.settings.preload_models:
         # A moment after ready: importing torch holds the interpreter for seconds.
@@ -98,17 +104,19 @@ async def _lifespan(app: FastAPI, *, services: Services) -> AsyncIterator[None]:
         yield
     finally:
         sweeper.cancel()
-        await asyncio.to_thread(services.runner.shutdown)
+        await asyncio.to_thread(services.stop)
         shutil.rmtree(services.scratch, ignore_errors=True)
         log.info("server stopped")
 
 
 async def _purge_sessions(services: Services) -> None:
+    """At start and then periodically: expired sessions, and what killed processes left."""
     while True:
         try:
             await asyncio.to_thread(services.sessions.purge)
+            await asyncio.to_thread(services.registry.sweep)
         except OSError as exc:
-            log.warning("session sweep failed", extra={"reason": exc.strerror})
+            log.warning("workspace sweep failed", extra={"reason": exc.strerror})
         await asyncio.sleep(services.settings.session_purge_interval)
 
 
@@ -153,41 +161,83 @@ class RequestMiddleware:
                 ]
             await send(message)
 
-        refusal = self._refusal(scope, headers, limit)
+        client = (scope.get("client") or ("unknown", 0))[0]
+        in_flight = self.services.in_flight
+        refusal = self._refusal(scope, headers, limit, client)
+        if refusal is None and not in_flight.enter(client):
+            refusal = error_response(
+                429,
+                f"this address has {in_flight.limit} requests in flight; retry shortly",
+                "TooManyRequestsError",
+                headers={"Retry-After": "1"},
+            )
         if refusal is not None:
             await refusal(scope, receive, send_wrapped)
         else:
-            received = 0
-
-            async def receive_limited() -> Message:
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > limit:
-                        raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
-                return message
-
-            await self.app(scope, receive_limited, send_wrapped)
+            try:
+                await self.app(scope, self._bounded(receive, limit), send_wrapped)
+            finally:
+                in_flight.leave(client)
         self._record(scope, status["code"], time.perf_counter() - start, request_id)
 
-    def _refusal(self, scope: Scope, headers: dict[str, str], limit: int) -> Any:
+    def _bounded(self, receive: Receive, limit: int) -> Receive:
+        """``receive`` that refuses a body over ``limit`` bytes (413), and one that pauses longer
+        than the body timeout between two pieces or, past that time, arrives slower than
+        :data:`MIN_BODY_RATE` on average (408)."""
+        timeout = self.services.settings.body_timeout
+        state = {"received": 0, "complete": False, "start": time.monotonic()}
+
+        async def bounded() -> Message:
+            if state["complete"]:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), timeout)
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    f"the request body paused for more than {timeout:g} s"
+                ) from None
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                state["complete"] = not message.get("more_body", False)
+                if state["received"] > limit:
+                    raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
+                elapsed = time.monotonic() - state["start"]
+                if elapsed > timeout and state["received"] < MIN_BODY_RATE * elapsed:
+                    raise RequestTimeoutError(
+                        f"the request body arrives slower than {MIN_BODY_RATE} bytes/s"
+                    )
+            return message
+
+        return bounded
+
+    def _refusal(self, scope: Scope, headers: dict[str, str], limit: int, client: str) -> Any:
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
             return error_response(
                 413, f"the request body is larger than {limit} bytes", "PayloadTooLargeError"
             )
-        token = self.services.settings.api_token
         path = scope["path"]
+        wait = None if _HEALTH.match(path) else self.services.rate_limiter.retry_after(client)
+        if wait is not None:
+            return error_response(
+                429,
+                "too many requests from this address; retry shortly",
+                "TooManyRequestsError",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        token = self.services.settings.api_token
         if (
             token is not None
             and not _OPEN.match(path)
-            and not path.startswith("/admin/")
+            and not path.startswith(("/admin/", "/logs"))
             and scope["method"] != "OPTIONS"
             and not bearer_matches(headers.get("authorization"), token.get_secret_value())
         ):
             return error_response(
-                401, "this server needs 'Authorization: Bearer <API token>'", "AuthError"
+                401,
+                "this server needs 'Authorization: Bearer <API token>'",
+                "AuthError",
+                headers={"WWW-Authenticate": "Bearer"},
             )
         return None
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
+from carina.server.openapi import install_schema
+
 log = logging.getLogger(__name__)
 
 #: Paths of the documentation page (the AIAA clients and Clara used all three).
@@ -97,7 +99,8 @@ def render_docs_page(*, title: str, spec_url: str, script_url: str, favicon_url:
 
 
 def add_docs_routes(app: FastAPI) -> None:
-    """Serve the ReDoc page at ``/``, ``/docs`` and ``/docs/`` and its assets, none in the schema.
+    """Serve the ReDoc page at ``/``, ``/docs`` and ``/docs/`` and its assets, none in the schema,
+    and have the schema it shows tell what the server sends (``openapi.install_schema``).
 
     Args:
         app: the application; built with ``docs_url=None, redoc_url=None`` and an ``openapi_url``.
@@ -108,6 +111,7 @@ def add_docs_routes(app: FastAPI) -> None:
     openapi_url = app.openapi_url
     if openapi_url is None:
         raise ValueError("the API docs page needs the app's OpenAPI schema (openapi_url is None)")
+    install_schema(app)
     script = _read_asset("redoc.standalone.js", media_type="application/javascript")
     favicon = _read_asset("favicon.png", media_type="image/png")
     script_query = f"?v={script.version}" if script is not None else ""

@@ -7,10 +7,13 @@ message carries the request id, never a server path or a traceback.
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from carina.errors import (
     ApiError,
@@ -21,7 +24,9 @@ from carina.errors import (
     FileError,
     GuidanceError,
     ServerBusyError,
+    TooManyRequestsError,
     UnsafeZipError,
+    WorkCancelledError,
 )
 from carina.server.wire import error_response
 
@@ -36,6 +41,7 @@ STATUS: list[tuple[type[CarinaError], int]] = [
     (ArchiveError, 400),
     (UnsafeZipError, 400),
     (DatasetError, 400),
+    (WorkCancelledError, 503),
 ]
 
 
@@ -53,8 +59,8 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, CarinaError)
         status = status_of(exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-        if isinstance(exc, ServerBusyError):
-            headers["Retry-After"] = f"{exc.retry_after or 1:g}"
+        if isinstance(exc, ServerBusyError | TooManyRequestsError):
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after or 1)))
         if status == 500:
             log.error("unhandled domain error", extra=_context(request), exc_info=exc)
         return error_response(status, str(exc), type(exc).__name__, headers=headers)
@@ -69,10 +75,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         message = {404: "no such endpoint", 405: "method not allowed on this endpoint"}.get(
             exc.status_code, str(exc.detail)
         )
-        return error_response(exc.status_code, message, "HTTPException", headers=exc.headers)
+        return error_response(exc.status_code, message, "HTTPException", headers=headers)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.error("internal error", extra=_context(request), exc_info=exc)
@@ -87,6 +96,21 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path takes, over all the routes that match it.
+
+    Starlette's 405 names only the methods of the first route that matched the path, while
+    Carina declares one route per method (and its trailing-slash twin).
+    """
+    scope = {**request.scope, "method": ""}
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            methods.update(route.methods or ())
+    return sorted(methods)
 
 
 def _context(request: Request) -> dict[str, str]:

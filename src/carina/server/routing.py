@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
 from starlette.routing import Route
 
+from carina.server.services.runner import InferenceRunner
 from carina.server.state import Services
 
 T = TypeVar("T")
@@ -35,8 +36,15 @@ async def request_scratch(root: Path) -> AsyncIterator[Path]:
         await anyio.to_thread.run_sync(shutil.rmtree, folder, True)
 
 
-async def in_pool(request: Request, services: Services, job: Callable[[], T]) -> T:
-    """Run ``job`` in the bounded worker pool; a client that goes away while it waits drops it.
+async def in_pool(
+    request: Request,
+    services: Services,
+    job: Callable[[], T],
+    *,
+    pool: InferenceRunner | None = None,
+) -> T:
+    """Run ``job`` in a bounded worker pool (default: the inference pool; ``services.io`` for
+    reading and storing images); a client that goes away cancels it, waiting or running.
 
     Raises:
         ServerBusyError: the queue is full (HTTP 503 with ``Retry-After``).
@@ -54,7 +62,7 @@ async def in_pool(request: Request, services: Services, job: Callable[[], T]) ->
     watcher = asyncio.create_task(watch())
     services.metrics.queue_depth.inc()
     try:
-        return await services.runner.run(job, cancelled=cancelled)
+        return await (pool or services.runner).run(job, cancelled=cancelled)
     finally:
         services.metrics.queue_depth.dec()
         services.metrics.models_loaded.set(services.registry.loaded_count())
@@ -65,7 +73,9 @@ def add_slash_twins(router: APIRouter) -> None:
     """Make every route answer with and without a trailing slash (spec 2.1: clients differ, and
     a redirect would lose a PUT's body). Each route is declared once, in the spelling the API
     documentation shows; its twin is added here, left out of the schema. Included routers get
-    theirs too; running it again adds nothing."""
+    theirs too: FastAPI includes a router lazily (an ``_IncludedRouter`` entry holding the
+    router itself, whose routes it re-reads when they change), so the twins go into the
+    included router, path parameters and all. Running it again adds nothing."""
     routes = [route for route in router.routes if isinstance(route, Route)]
     taken = {(route.path, method) for route in routes for method in route.methods or ()}
     for route in routes:
@@ -74,6 +84,8 @@ def add_slash_twins(router: APIRouter) -> None:
         if route.path == "/" or not methods:
             continue
         if isinstance(route, APIRoute):
+            # The twin runs exactly what the route runs: its dependencies (a token check
+            # declared on the route), its response class and status, under the same name.
             router.add_api_route(
                 twin,
                 route.endpoint,
@@ -81,6 +93,10 @@ def add_slash_twins(router: APIRouter) -> None:
                 include_in_schema=False,
                 tags=list(route.tags),
                 summary=route.summary,
+                dependencies=list(route.dependencies),
+                response_class=route.response_class,
+                status_code=route.status_code,
+                name=route.name,
             )
         else:
             router.add_route(twin, route.endpoint, methods=methods, include_in_schema=False)

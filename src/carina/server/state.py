@@ -2,37 +2,55 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from carina.errors import AuthError
+from carina.files import owned_folder, sweep_stale
 from carina.kinds import KINDS, Kinds
+from carina.server.services.aiaa import ImageSource
+from carina.server.services.inference import Upload
 from carina.server.services.metrics import ServerMetrics
+from carina.server.services.ratelimit import InFlight, RateLimiter
 from carina.server.services.registry import ModelRegistry
 from carina.server.services.runner import InferenceRunner
 from carina.server.services.sessions import SessionStore
-from carina.server.services.tokens import admin_token
+from carina.server.services.tokens import admin_token, bearer_matches
 from carina.settings import Settings
+
+#: Image reads that may wait for an I/O worker (more get HTTP 503 with ``Retry-After``).
+IO_QUEUE_LIMIT = 64
+#: Name of each server process's scratch folder in the temporary directory (owner tag follows).
+SCRATCH_PREFIX = "carina-server"
 
 
 @dataclass
 class Services:
-    """Everything a route needs: settings, models, sessions, the worker pool, metrics."""
+    """Everything a route needs: settings, models, sessions, the two worker pools (``runner``
+    runs models, ``io`` reads, checks and stores images, so that a slow or hostile upload never
+    holds a model's place), metrics."""
 
     settings: Settings
     workspace: Path
     registry: ModelRegistry
     sessions: SessionStore
     runner: InferenceRunner
+    io: InferenceRunner
     metrics: ServerMetrics
     admin_token: str
     log_file: Path
     scratch: Path
+    rate_limiter: RateLimiter
+    in_flight: InFlight
 
     @classmethod
     def build(cls, settings: Settings, *, log_file: Path, kinds: Kinds | None = None) -> Services:
@@ -67,12 +85,53 @@ class Services:
                     or max(1, (os.cpu_count() or 1) // settings.inference_workers),
                 ),
             ),
+            io=InferenceRunner(
+                workers=settings.io_workers,
+                queue_limit=IO_QUEUE_LIMIT,
+                timeout=settings.inference_timeout,
+            ),
             metrics=ServerMetrics(),
             admin_token=admin_token(workspace, configured).value,
             log_file=log_file,
-            # Uploads and decoded copies stay on this replica's local disk, never the workspace.
-            scratch=Path(tempfile.mkdtemp(prefix="carina-server-")),
+            scratch=scratch_folder(),
+            rate_limiter=RateLimiter(settings.rate_limit),
+            in_flight=InFlight(settings.max_client_requests),
         )
+
+    def start(self) -> None:
+        """Make what a stop released again (an app may be started more than once, as tests do):
+        the scratch folder and the worker pool."""
+        self.scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.runner.start()
+        self.io.start()
+
+    def stop(self) -> None:
+        """Finish the running jobs of both pools and stop them."""
+        self.runner.shutdown()
+        self.io.shutdown()
+
+    def image_source(
+        self, session_id: str | None, uploads: Sequence[Upload], scratch: Path
+    ) -> ImageSource:
+        """Where a call's image comes from, with this server's image and work limits."""
+        return ImageSource(
+            session_id,
+            uploads,
+            scratch,
+            self.settings.max_image_bytes,
+            self.settings.max_work_bytes,
+        )
+
+
+def scratch_folder() -> Path:
+    """This process's folder for uploads and decoded copies, on the replica's local disk (never
+    the workspace); folders of server processes that died without cleaning up are removed first.
+    """
+    temp = Path(tempfile.gettempdir())
+    sweep_stale(temp, (f"{SCRATCH_PREFIX}@*",), max_age=24 * 3600)
+    folder = owned_folder(temp, SCRATCH_PREFIX)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def limit_threads(count: int) -> None:
@@ -93,3 +152,17 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def require_admin(request: Request, services: ServicesDep) -> Services:
+    """The services, if the request carries the admin bearer token (every address, loopback too).
+
+    Raises:
+        AuthError: no or a wrong token.
+    """
+    if not bearer_matches(request.headers.get("authorization"), services.admin_token):
+        raise AuthError("this route needs 'Authorization: Bearer <admin token>'")
+    return services
+
+
+AdminDep = Annotated[Services, Depends(require_admin)]

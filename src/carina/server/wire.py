@@ -22,6 +22,8 @@ from carina.server.services.params import parse_params
 #: fixpolygon ``params`` part many megabytes (spec 2.3 rule 6).
 _MAX_PARTS = 100_000
 _MAX_PART_SIZE = 256 * 1024**2
+#: The longest error message sent.
+MAX_MESSAGE = 1000
 
 
 def json_response(
@@ -35,7 +37,13 @@ def json_response(
 def error_response(
     status: int, message: str, kind: str, *, headers: Mapping[str, str] | None = None
 ) -> Response:
-    """The Clara 4.x error body: ``{"error": {"message": [...], "type": ...}, "success": false}``"""
+    """The Clara 4.x error body: ``{"error": {"message": [...], "type": ...}, "success": false}``
+
+    A message is cut at :data:`MAX_MESSAGE` characters: whatever of the request it quotes is
+    echoed in part only.
+    """
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 3] + "..."
     body = {"error": {"message": [message], "type": kind}, "success": False}
     return json_response(body, status=status, headers=headers)
 

@@ -2,43 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Request, Response
 
-from fastapi import APIRouter, Depends, Request, Response
-
-from carina.errors import AuthError, RequestError
+from carina.errors import RequestError
 from carina.server.openapi import (
     ADMIN_BODY,
-    CONFIG_EXAMPLE,
+    ADMIN_SECURITY,
     MODEL_CONFIG,
-    MODEL_ENTRY,
+    MODEL_DELETED,
+    MODEL_INSTALLED,
+    MODEL_PATCHED,
+    PATCH_BODY,
     TAG_ADMIN_MODEL,
 )
 from carina.server.routing import in_pool, request_scratch
 from carina.server.services import aiaa
 from carina.server.services.admin import install_model
 from carina.server.services.params import parse_params
-from carina.server.services.tokens import bearer_matches
-from carina.server.state import Services, ServicesDep
+from carina.server.state import AdminDep
 from carina.server.wire import json_response, read_form
 
-
-def require_admin(request: Request, services: ServicesDep) -> Services:
-    """The services, if the request carries the admin bearer token (every address, loopback too).
-
-    Raises:
-        AuthError: no or a wrong token.
-    """
-    if not bearer_matches(request.headers.get("authorization"), services.admin_token):
-        raise AuthError("admin routes need 'Authorization: Bearer <admin token>'")
-    return services
+router = APIRouter(tags=[TAG_ADMIN_MODEL], default_response_class=Response)
 
 
-AdminDep = Annotated[Services, Depends(require_admin)]
-router = APIRouter(tags=[TAG_ADMIN_MODEL])
-
-
-@router.get("/admin/model/{name}", summary="Get a model's serving config", responses=MODEL_CONFIG)
+@router.get(
+    "/admin/model/{name}",
+    summary="Get a model's serving config",
+    openapi_extra=ADMIN_SECURITY,
+    responses=MODEL_CONFIG,
+)
 def get_model_config(name: str, services: AdminDep) -> Response:
     """The model's current ``config_aiaa.json``."""
     return json_response(services.registry.config(name))
@@ -48,7 +40,7 @@ def get_model_config(name: str, services: AdminDep) -> Response:
     "/admin/model/{name}",
     summary="Install or replace a model",
     openapi_extra=ADMIN_BODY,
-    responses=MODEL_ENTRY,
+    responses=MODEL_INSTALLED,
 )
 async def put_model(name: str, request: Request, services: AdminDep) -> Response:
     """Multipart ``data`` = an archive zip, or ``config`` (config_aiaa.json) + ``data`` (model.ts
@@ -65,8 +57,8 @@ async def put_model(name: str, request: Request, services: AdminDep) -> Response
 @router.patch(
     "/admin/model/{name}",
     summary="Replace a model's serving config",
-    openapi_extra={"requestBody": {"content": {"application/json": {"example": CONFIG_EXAMPLE}}}},
-    responses=MODEL_ENTRY,
+    openapi_extra=PATCH_BODY,
+    responses=MODEL_PATCHED,
 )
 async def patch_model(name: str, request: Request, services: AdminDep) -> Response:
     """JSON body = a new ``config_aiaa.json``; the weights stay. Validated before it is used."""
@@ -77,7 +69,12 @@ async def patch_model(name: str, request: Request, services: AdminDep) -> Respon
     return json_response(aiaa.model_entry(info).model_dump())
 
 
-@router.delete("/admin/model/{name}", summary="Remove a model", responses=MODEL_ENTRY)
+@router.delete(
+    "/admin/model/{name}",
+    summary="Remove a model",
+    openapi_extra=ADMIN_SECURITY,
+    responses=MODEL_DELETED,
+)
 def delete_model(name: str, services: AdminDep) -> Response:
     """Unload and remove the model; answers its last entry."""
     return json_response(aiaa.deleted_entry(name, services.registry.delete(name)).model_dump())

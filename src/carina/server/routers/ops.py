@@ -7,33 +7,46 @@ import os
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from carina.server.openapi import TAG_ADMIN_OTHERS
+from carina.server.openapi import (
+    ADMIN_SECURITY,
+    API_SECURITY,
+    LIVE_RESPONSES,
+    LOGS_RESPONSES,
+    METRICS_RESPONSES,
+    READY_RESPONSES,
+    TAG_ADMIN_OTHERS,
+)
 from carina.server.services.logs import tail
-from carina.server.state import ServicesDep
+from carina.server.state import AdminDep, ServicesDep
 from carina.server.wire import error_response, json_response
 
-router = APIRouter(tags=[TAG_ADMIN_OTHERS])
+router = APIRouter(tags=[TAG_ADMIN_OTHERS], default_response_class=Response)
 
 
 @router.get(
     "/logs/",
     summary="Server logs",
     description="The last `lines` lines of the answering replica's log.",
+    openapi_extra=ADMIN_SECURITY,
+    responses=LOGS_RESPONSES,
 )
-def get_logs(services: ServicesDep, lines: int = 100) -> Response:
-    """The last ``lines`` lines of this replica's log (JSON lines), as text."""
+def get_logs(services: AdminDep, lines: int = 100) -> Response:
+    """The last ``lines`` lines of this replica's log (JSON lines, tracebacks left out), as text;
+    needs the admin token."""
     text = tail(services.log_file, min(max(lines, 0), 100_000))
     return Response(text.encode(), media_type="text/plain; charset=utf-8")
 
 
-@router.get("/health/live", summary="Liveness")
+@router.get("/health/live", summary="Liveness", responses=LIVE_RESPONSES)
 async def live() -> Response:
     """The process is up and its event loop answers."""
     return json_response({"status": "ok"})
 
 
 @router.get("/health", include_in_schema=False)
-@router.get("/health/ready", summary="Readiness (what load balancers check)")
+@router.get(
+    "/health/ready", summary="Readiness (what load balancers check)", responses=READY_RESPONSES
+)
 def ready(services: ServicesDep) -> Response:
     """The workspace is readable and writable and the model index loads (models load lazily).
 
@@ -56,7 +69,12 @@ def ready(services: ServicesDep) -> Response:
     return json_response(answer)
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    openapi_extra=API_SECURITY,
+    responses=METRICS_RESPONSES,
+)
 def metrics(services: ServicesDep) -> Response:
     """Requests, latencies, inference stages, queue depth and loaded models."""
     services.metrics.models_loaded.set(services.registry.loaded_count())

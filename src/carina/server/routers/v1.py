@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from carina.server.openapi import INFERENCE_BODY, MODELS_EXAMPLE, POLYGON_BODY, TAG_API
+from carina.io import Volume
+from carina.server.openapi import (
+    API_SECURITY,
+    FIXPOLYGON_RESPONSES,
+    INFERENCE_BODY,
+    INFERENCE_RESPONSES,
+    MASK2POLYGON_RESPONSES,
+    MODELS_RESPONSES,
+    POLYGON_BODY,
+    TAG_API,
+)
 from carina.server.routing import in_pool, request_scratch
 from carina.server.services import aiaa, polygons
-from carina.server.services.aiaa import ImageSource
-from carina.server.services.inference import InferenceOutput
 from carina.server.state import Services, ServicesDep
 from carina.server.wire import (
     file_response,
@@ -18,7 +26,7 @@ from carina.server.wire import (
     server_timing,
 )
 
-router = APIRouter(tags=[TAG_API])
+router = APIRouter(tags=[TAG_API], default_response_class=Response)
 
 
 @router.get(
@@ -27,7 +35,8 @@ router = APIRouter(tags=[TAG_API])
     description="Every model installed on this server, sorted by name; with `model=NAME` "
     "exactly one object. `label` keeps models with that label (case-insensitive; substring "
     "match when no label is equal), `type` models of that type.",
-    responses={200: {"content": {"application/json": {"example": MODELS_EXAMPLE}}}},
+    openapi_extra=API_SECURITY,
+    responses=MODELS_RESPONSES,
 )
 def list_models(
     services: ServicesDep,
@@ -58,10 +67,7 @@ def _inference_route(path: str, summary: str, description: str) -> None:
         summary=summary,
         description=description,
         openapi_extra=INFERENCE_BODY,
-        responses={
-            200: {"description": "multipart: `params` (JSON) then the label map `image`"},
-            440: {"description": "session unknown or expired"},
-        },
+        responses=INFERENCE_RESPONSES,
     )
 
 
@@ -101,14 +107,19 @@ async def run_inference(
     """Read the request, run the model in the worker pool, encode the AIAA answer."""
     async with request_scratch(services.scratch) as scratch:
         params, uploads = await read_form(request, scratch)
-        source = ImageSource(session_id, uploads, scratch, services.settings.max_image_bytes)
+        source = services.image_source(session_id, uploads, scratch)
+        registry, sessions = services.registry, services.sessions
 
-        def job() -> InferenceOutput:
-            return aiaa.run_inference(
-                services.registry, services.sessions, model=model, source=source, params=params
-            )
+        def read() -> tuple[aiaa.PreparedInference, Volume, float]:
+            prepared = aiaa.prepare_inference(registry, model=model, source=source, params=params)
+            return (prepared, *aiaa.read_image(source, sessions))
 
-        result = await in_pool(request, services, job)
+        prepared, image, seconds = await in_pool(request, services, read, pool=services.io)
+        result = await in_pool(
+            request,
+            services,
+            lambda: aiaa.infer(registry, prepared, image, source=source, read_seconds=seconds),
+        )
     services.metrics.observe_stages(result.timings)
     headers = {"Server-Timing": server_timing(result.timings)}
     if output == "image" and result.image is not None:
@@ -125,12 +136,15 @@ async def run_inference(
     "mask. Answer: a JSON list with one entry per slice k, each a list of polygons of [j, i] "
     "vertices.",
     openapi_extra=POLYGON_BODY,
+    responses=MASK2POLYGON_RESPONSES,
 )
 async def post_mask2polygon(request: Request, services: ServicesDep) -> Response:
     async with request_scratch(services.scratch) as scratch:
         params, uploads = await read_form(request, scratch)
-        source = ImageSource(None, uploads, scratch, services.settings.max_image_bytes)
-        found = await in_pool(request, services, lambda: polygons.mask_to_polygons(source, params))
+        source = services.image_source(None, uploads, scratch)
+        found = await in_pool(
+            request, services, lambda: polygons.mask_to_polygons(source, params), pool=services.io
+        )
     return json_response(found)
 
 
@@ -141,12 +155,13 @@ async def post_mask2polygon(request: Request, services: ServicesDep) -> Response
     "`vertex_index`, `propagate_neighbor`; 3D adds `slice_index` and `propagate_neighbor_3d`. "
     'Answer: multipart with `{"poly": ...}` and the mask (PNG for a 2D image).',
     openapi_extra=POLYGON_BODY,
+    responses=FIXPOLYGON_RESPONSES,
 )
 async def post_fixpolygon(request: Request, services: ServicesDep) -> Response:
     async with request_scratch(services.scratch) as scratch:
         params, uploads = await read_form(request, scratch)
-        source = ImageSource(None, uploads, scratch, services.settings.max_image_bytes)
+        source = services.image_source(None, uploads, scratch)
         poly, data, name = await in_pool(
-            request, services, lambda: polygons.fix_polygon(source, params)
+            request, services, lambda: polygons.fix_polygon(source, params), pool=services.io
         )
     return multipart_response({"poly": poly}, data, name)

@@ -18,7 +18,8 @@ import numpy as np
 
 from carina.errors import NotSupportedError, RequestError
 from carina.io import Volume
-from carina.kinds import Guidance, InferenceRequest, InferenceResult
+from carina.io.checks import check_volume
+from carina.kinds import Guidance, InferenceRequest, InferenceResult, check_request
 from carina.schemas import ModelEntry, SessionInfo
 from carina.server.services.inference import (
     InferenceOutput,
@@ -27,10 +28,15 @@ from carina.server.services.inference import (
     encode_result,
     known_suffix,
     read_uploads,
+    result_format,
 )
 from carina.server.services.params import as_int, as_point, as_points, as_size
 from carina.server.services.registry import ModelInfo, ModelRegistry
 from carina.server.services.sessions import SessionStore
+from carina.settings import DEFAULT_MAX_WORK_BYTES
+
+#: How an uploaded image is named in messages (never by the client's file name).
+_SHOWN_NAME = "the uploaded image"
 
 
 def model_entry(info: ModelInfo) -> ModelEntry:
@@ -74,30 +80,28 @@ def deleted_entry(name: str, info: ModelInfo | None) -> ModelEntry:
     return model_entry(info) if info is not None else ModelEntry(name=name, type="others")
 
 
-def inference_request(
-    guidance: Guidance, image: Volume, params: dict[str, Any]
-) -> InferenceRequest:
-    """The typed request of an inference call: the params the model's guidance uses, checked
-    (spec 2.6: points as JSON text or lists, ``current_point`` as ``[i, j, k]`` or
-    ``[[i, j, k]]``).
+def request_fields(guidance: Guidance, params: dict[str, Any]) -> dict[str, Any]:
+    """The typed guidance of an inference call, as :class:`InferenceRequest` fields: the params
+    the model's guidance uses, checked (spec 2.6: points as JSON text or lists,
+    ``current_point`` as ``[i, j, k]`` or ``[[i, j, k]]``). A ``spatial_size`` is checked
+    whatever the model, so that a bad one is refused before any work.
 
     Raises:
-        RequestError: a param of the wrong shape, naming it.
+        RequestError: a param of the wrong shape or out of range, naming it.
     """
+    size = as_size(params.get("spatial_size"), "spatial_size")
     if guidance == Guidance.EXTREME_POINTS:
         points = as_points(params.get("points", params.get("extreme_points")), "points")
-        return InferenceRequest(image, extreme_points=_tuples(points))
+        return {"extreme_points": _tuples(points)}
     if guidance == Guidance.CLICKS:
-        size = as_size(params.get("spatial_size"), "spatial_size")
         current = as_point(params.get("current_point"), "current_point")
-        return InferenceRequest(
-            image,
-            foreground=_tuples(as_points(params.get("foreground"), "foreground")),
-            background=_tuples(as_points(params.get("background"), "background")),
-            current_point=tuple(current) if current is not None else None,
-            spatial_size=tuple(size) if size is not None else None,
-        )
-    return InferenceRequest(image)
+        return {
+            "foreground": _tuples(as_points(params.get("foreground"), "foreground")),
+            "background": _tuples(as_points(params.get("background"), "background")),
+            "current_point": tuple(current) if current is not None else None,
+            "spatial_size": tuple(size) if size is not None else None,
+        }
+    return {}
 
 
 def answer_params(
@@ -135,12 +139,14 @@ class ImageSource:
         uploads: the request's file parts, on local disk.
         scratch: this request's folder for decoded copies.
         max_bytes: the largest decoded image accepted.
+        max_work_bytes: the working memory the call may ask for.
     """
 
     session_id: str | None
     uploads: Sequence[Upload]
     scratch: Path
     max_bytes: int
+    max_work_bytes: int = DEFAULT_MAX_WORK_BYTES
 
     @property
     def suffix(self) -> str:
@@ -149,15 +155,87 @@ class ImageSource:
         return known_suffix(chosen[0].filename) if chosen and not self.session_id else ""
 
     def read(self, sessions: SessionStore) -> Volume:
-        """The image.
+        """The image (the session's, else the upload's), checked: something a model can take.
 
         Raises:
             SessionExpired: the session is unknown or expired.
-            RequestError, ImageReadError: no image, or an unreadable one.
+            RequestError, ImageReadError: no image, or an unreadable or unusable one.
         """
         if self.session_id:
-            return sessions.volume(self.session_id)
-        return read_uploads(self.uploads, self.scratch, max_bytes=self.max_bytes)
+            return check_volume(sessions.volume(self.session_id), source="the session's image")
+        return self.read_upload()
+
+    def read_upload(self) -> Volume:
+        """The uploaded image, checked (see :func:`carina.io.checks.check_volume`).
+
+        Raises:
+            RequestError, ImageReadError: no image, or an unreadable or unusable one.
+        """
+        volume = read_uploads(self.uploads, self.scratch, max_bytes=self.max_bytes)
+        return check_volume(volume, source=_SHOWN_NAME)
+
+
+@dataclass(frozen=True)
+class PreparedInference:
+    """An inference call checked before any work: its model and its typed guidance."""
+
+    info: ModelInfo
+    fields: dict[str, Any]
+    params: dict[str, Any]
+
+
+def prepare_inference(
+    registry: ModelRegistry, *, model: str, source: ImageSource, params: dict[str, Any]
+) -> PreparedInference:
+    """Everything about a call that can be refused without reading its image: the model, an
+    image to read, the guidance params and the result format.
+
+    Raises:
+        ModelNotFound, RequestError: as named.
+    """
+    info = registry.model(model)
+    if not source.session_id and not source.uploads:
+        raise RequestError("no image: upload one as a file part, or give a session_id")
+    fields = request_fields(info.kind.guidance, params)
+    result_format(params, input_suffix=source.suffix)
+    return PreparedInference(info, fields, params)
+
+
+def read_image(source: ImageSource, sessions: SessionStore) -> tuple[Volume, float]:
+    """The call's image, checked, and the seconds reading it took.
+
+    Raises:
+        SessionExpired, RequestError, ImageReadError: as named.
+    """
+    start = time.perf_counter()
+    image = source.read(sessions)
+    return image, time.perf_counter() - start
+
+
+def infer(
+    registry: ModelRegistry,
+    prepared: PreparedInference,
+    image: Volume,
+    *,
+    source: ImageSource,
+    read_seconds: float = 0.0,
+) -> InferenceOutput:
+    """Run the model's runner on the typed request; encode the label map in the format asked
+    (``result_extension``, ``result_dtype``).
+
+    Raises:
+        ModelNotFound, GuidanceError, ImageReadError: the model went away, or cannot use this
+            image or guidance.
+    """
+    request = InferenceRequest(image, **prepared.fields, max_work_bytes=source.max_work_bytes)
+    check_request(request, prepared.info.spec)
+    result = registry.runner(prepared.info.name).run(request)
+    params = prepared.params
+    data, name, write = encode_result(
+        result.label, params, input_suffix=source.suffix, folder=source.scratch
+    )
+    timings = {**result.timings, "read": read_seconds, "write": write}
+    return InferenceOutput(answer_params(prepared.info, request, result), data, name, timings)
 
 
 def run_inference(
@@ -168,23 +246,15 @@ def run_inference(
     source: ImageSource,
     params: dict[str, Any],
 ) -> InferenceOutput:
-    """One AIAA inference call: read the image, run the model's runner on the typed request,
-    encode the label map in the format asked (``result_extension``, ``result_dtype``).
+    """One AIAA inference call in one go: :func:`prepare_inference`, :func:`read_image`,
+    :func:`infer` (a server runs the steps in different pools).
 
     Raises:
         ModelNotFound, SessionExpired, RequestError, GuidanceError, ImageReadError: as named.
     """
-    info = registry.model(model)
-    if not source.session_id and not source.uploads:
-        raise RequestError("no image: upload one as a file part, or give a session_id")
-    start = time.perf_counter()
-    image = source.read(sessions)
-    read = time.perf_counter() - start
-    request = inference_request(info.kind.guidance, image, params)
-    result = registry.runner(model).run(request)
-    data, name, write = encode_result(result.label, params, input_suffix=source.suffix)
-    timings = {**result.timings, "read": read, "write": write}
-    return InferenceOutput(answer_params(info, request, result), data, name, timings)
+    prepared = prepare_inference(registry, model=model, source=source, params=params)
+    image, seconds = read_image(source, sessions)
+    return infer(registry, prepared, image, source=source, read_seconds=seconds)
 
 
 def create_session(

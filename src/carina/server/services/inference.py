@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,37 +105,50 @@ def _named_copy(upload: Upload, folder: Path, n: int) -> Path:
     return target
 
 
-def encode_result(
-    volume: Volume, params: dict[str, Any], *, input_suffix: str
-) -> tuple[bytes, str, float]:
-    """The result image as file bytes in the asked format; its file name; seconds taken.
-
-    ``result_extension`` (default: ``.png`` for a PNG input, else ``.nii.gz``), ``result_dtype``
-    (``uint8`` default, ``uint16``) as the browser clients send them; ``.nii.gz``, NRRD and
-    MHA results are always compressed, so ``result_compress`` is only checked.
+def result_format(params: dict[str, Any], *, input_suffix: str) -> tuple[str, str]:
+    """The result's file suffix and dtype name a call asks for: ``result_extension`` (default:
+    ``.png`` for a PNG input, else ``.nii.gz``), ``result_dtype`` (``uint8`` default, ``uint16``)
+    as the browser clients send them; ``result_compress`` is only checked (results are always
+    compressed).
 
     Raises:
         RequestError: an unknown format or dtype.
     """
-    start = time.perf_counter()
     default = ".png" if input_suffix == ".png" else ".nii.gz"
     suffix = str(params.get("result_extension") or default).lower()
     if not suffix.startswith("."):
         suffix = "." + suffix
     if suffix not in RESULT_SUFFIXES:
         raise RequestError(
-            f"params.result_extension: one of {', '.join(RESULT_SUFFIXES)}, not {suffix!r}"
+            f"params.result_extension: one of {', '.join(RESULT_SUFFIXES)}, not {suffix!r}"[:300]
         )
     dtype_name = str(params.get("result_dtype") or "uint8").lower()
     if dtype_name not in _DTYPES:
-        raise RequestError(f"params.result_dtype: uint8 or uint16, not {dtype_name!r}")
-    as_bool(params.get("result_compress", True), "result_compress")  # always compressed
+        raise RequestError(f"params.result_dtype: uint8 or uint16, not {dtype_name!r}"[:300])
+    as_bool(params.get("result_compress", True), "result_compress")
+    return suffix, dtype_name
+
+
+def encode_result(
+    volume: Volume, params: dict[str, Any], *, input_suffix: str, folder: Path
+) -> tuple[bytes, str, float]:
+    """The result image as file bytes in the format asked (:func:`result_format`); its file
+    name; seconds taken. A uint8 result that holds values over 255 is written as uint16. The
+    file is written in ``folder`` (the request's scratch folder) and removed.
+
+    Raises:
+        RequestError: an unknown format or dtype.
+    """
+    start = time.perf_counter()
+    suffix, dtype_name = result_format(params, input_suffix=input_suffix)
     array = np.asarray(volume.array)
     if dtype_name == "uint8" and array.size and int(array.max()) > 255:
         dtype_name = "uint16"
     result = volume.with_array(array.astype(_DTYPES[dtype_name], copy=False))
-    with tempfile.TemporaryDirectory(prefix="carina-result-") as tmp:
-        path = Path(tmp) / f"result{suffix}"
+    path = folder / f"result-{uuid.uuid4().hex}{suffix}"
+    try:
         save_volume(result, path)
         data = path.read_bytes()
+    finally:
+        path.unlink(missing_ok=True)
     return data, f"result{suffix}", time.perf_counter() - start

@@ -35,6 +35,8 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
+            kind = record.exc_info[0]
+            data["exception_type"] = kind.__name__ if kind is not None else "unknown"
         return json.dumps(data, default=str)
 
 
@@ -67,9 +69,25 @@ def setup_logging(workspace: Path, *, level: int = logging.INFO) -> Path:
 
 
 def tail(path: Path, lines: int) -> str:
-    """The last ``lines`` lines of a log file ("" when there is none yet)."""
+    """The last ``lines`` lines of a log file ("" when there is none yet), as an answer may
+    show them: tracebacks (with the server's source paths) stay in the file, each record keeps
+    only its exception's type."""
     try:
         with path.open(encoding="utf-8", errors="replace") as source:
-            return "".join(deque(source, maxlen=max(lines, 0)))
+            kept = deque(source, maxlen=max(lines, 0))
     except FileNotFoundError:
         return ""
+    return "".join(_without_traceback(line) for line in kept)
+
+
+def _without_traceback(line: str) -> str:
+    if '"exception"' not in line:
+        return line
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(record, dict):
+        return line
+    record.pop("exception", None)
+    return json.dumps(record) + "\n"

@@ -11,6 +11,12 @@ import json
 from typing import Any
 
 from carina.errors import RequestError
+from carina.limits import JsonLimitError, loads_json
+
+#: The largest integer a parameter may hold (a voxel index, a size, a count).
+MAX_INT = 2**31 - 1
+#: The largest ``spatial_size`` edge, in voxels.
+MAX_SPATIAL_SIZE = 4096
 
 
 def parse_params(text: str | bytes | None) -> dict[str, Any]:
@@ -27,9 +33,11 @@ def parse_params(text: str | bytes | None) -> dict[str, Any]:
     if not text or text == "null":
         return {}
     try:
-        value = json.loads(text)
+        value = loads_json(text, what="params")
     except json.JSONDecodeError as exc:
         raise RequestError(f"params: not valid JSON ({exc.msg} at column {exc.colno})") from exc
+    except JsonLimitError as exc:
+        raise RequestError(str(exc)) from exc
     if value is None:
         return {}
     if isinstance(value, str):  # JSON text of an object, sent as a JSON string
@@ -42,14 +50,29 @@ def parse_params(text: str | bytes | None) -> dict[str, Any]:
 def _unwrap(value: Any, key: str) -> Any:
     if isinstance(value, str):
         try:
-            return json.loads(value)
+            return loads_json(value, what=f"params.{key}")
         except json.JSONDecodeError as exc:
             raise RequestError(f"params.{key}: {value[:40]!r} is not a JSON list") from exc
+        except JsonLimitError as exc:
+            raise RequestError(str(exc)) from exc
     return value
 
 
 def as_int(value: Any, key: str) -> int:
-    """An integer sent as a number, an integral float or a numeric string."""
+    """An integer sent as a number, an integral float or a numeric string, of at most
+    :data:`MAX_INT` in size.
+
+    Raises:
+        RequestError: not an integer, or out of range.
+    """
+    number = _integer(value, key)
+    if abs(number) > MAX_INT:
+        shown = str(number)[:20]
+        raise RequestError(f"params.{key}: {shown}... is out of range (|n| <= {MAX_INT})")
+    return number
+
+
+def _integer(value: Any, key: str) -> int:
     if isinstance(value, bool):
         raise RequestError(f"params.{key}: must be an integer, not a boolean")
     if isinstance(value, int):
@@ -58,7 +81,7 @@ def as_int(value: Any, key: str) -> int:
         return int(value)
     if isinstance(value, str):
         try:
-            return int(value.strip())
+            return int(value.strip()[:40])
         except ValueError:
             pass
         try:
@@ -110,8 +133,8 @@ def as_size(value: Any, key: str) -> list[int] | None:
     if not isinstance(value, list) or not value:
         raise RequestError(f"params.{key}: must be a list of positive integers")
     size = [as_int(v, key) for v in value]
-    if any(v <= 0 for v in size):
-        raise RequestError(f"params.{key}: must be positive, got {size}")
+    if any(not 0 < v <= MAX_SPATIAL_SIZE for v in size):
+        raise RequestError(f"params.{key}: sizes from 1 to {MAX_SPATIAL_SIZE}, got {size}"[:200])
     return size
 
 

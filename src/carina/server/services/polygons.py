@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
 
 from carina.errors import RequestError
+from carina.limits import check_work
 from carina.server.services.aiaa import ImageSource
-from carina.server.services.inference import encode_result, read_uploads
+from carina.server.services.inference import encode_result
 from carina.server.services.params import as_int, as_points
 
 
@@ -23,7 +25,9 @@ def mask_to_polygons(source: ImageSource, params: dict[str, Any]) -> list[Any]:
     from carina.interactive.polygons import mask2polygon
 
     more_points = as_int(params.get("more_points", 0), "more_points")
-    volume = read_uploads(source.uploads, source.scratch, max_bytes=source.max_bytes)
+    volume = source.read_upload()
+    # A mask copy, its contour images and the polygons: a few bytes per voxel.
+    check_work(8 * math.prod(volume.shape), source.max_work_bytes, "tracing this mask")
     return mask2polygon(np.asarray(volume.array) > 0, more_points)
 
 
@@ -35,10 +39,12 @@ def fix_polygon(source: ImageSource, params: dict[str, Any]) -> tuple[Any, bytes
         RequestError: missing or malformed keys, or indices outside the polygons.
         ImageReadError: the image cannot be read.
     """
-    volume = read_uploads(source.uploads, source.scratch, max_bytes=source.max_bytes)
+    volume = source.read_upload()
     poly, mask = apply_fixpolygon(params, tuple(volume.shape))
     png = ".png" if source.suffix == ".png" else ""
-    data, name, _ = encode_result(volume.with_array(mask), {}, input_suffix=png)
+    data, name, _ = encode_result(
+        volume.with_array(mask), {}, input_suffix=png, folder=source.scratch
+    )
     return poly, data, name
 
 
@@ -77,8 +83,8 @@ def apply_fixpolygon(params: dict[str, Any], shape: tuple[int, ...]) -> tuple[An
             return new, polygons_to_mask(new, shape)
         new_2d = fixpolygon(poly, **edit)
         return new_2d, polygons_to_mask([new_2d], shape)
-    except (IndexError, TypeError, ValueError) as exc:
-        raise RequestError(f"params: {exc}") from exc
+    except (IndexError, TypeError, ValueError, OverflowError) as exc:
+        raise RequestError(f"params: {exc}"[:300]) from exc
 
 
 def _polygons(value: Any) -> list[Any]:

@@ -19,8 +19,8 @@ import json
 import logging
 import re
 import shutil
-import tempfile
 import threading
+import time
 import uuid
 import zipfile
 from collections import OrderedDict
@@ -30,9 +30,9 @@ from typing import Any
 
 from carina.archive import Archive, ServingConfig
 from carina.archive.layout import find_root
-from carina.archive.pack import install_folder, unpack_archive
+from carina.archive.pack import install_folder, recover_installs, unpack_archive
 from carina.errors import ArchiveError, ConfigError, ModelNotFound, RequestError
-from carina.files import atomic_write_bytes
+from carina.files import atomic_write_bytes, owned_folder, owner_tag, sweep_stale
 from carina.kinds import KINDS, Kinds, ModelKind, Runner, kind_of, load_runner
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,11 @@ _WATCHED = (
 )
 #: Model files of TensorFlow-era Clara archives, which a PyTorch server cannot run.
 _TENSORFLOW = (".pb", ".index", ".meta", ".data-00000-of-00001", ".savedmodel")
+
+#: Written into an archive installed over HTTP: it stays untrusted data whenever it is loaded.
+UPLOAD_MARKER = ".carina-upload.json"
+#: Hidden work folders under ``models/``: uploads being checked, installs and deletes under way.
+_WORK_FOLDERS = (".*.upload@*", ".*.install@*", ".*.deleted@*", ".*.old@*")
 
 Signature = tuple[tuple[int, int], ...]
 
@@ -203,7 +208,10 @@ class ModelRegistry:
         return known.info, known.signature
 
     def _root(self, name: str) -> Path:
-        return find_root(self.folder / name)
+        try:
+            return find_root(self.folder / name)
+        except FileNotFoundError as exc:  # deleted meanwhile, maybe through another replica
+            raise ModelNotFound(f"model {name!r} not found") from exc
 
     def _refresh(self, name: str) -> _Known | None:
         folder = self.folder / name
@@ -256,9 +264,7 @@ class ModelRegistry:
                 loaded = self._loaded.get(name)
                 if loaded is not None and loaded.signature == signature:
                     return loaded.runner
-            _, runner = load_runner(
-                self._root(name), device=self.device, trusted=True, kinds=self.kinds
-            )
+            runner = self._load(name)
             nbytes = runner.memory_bytes()
             with self._lock:
                 self._loaded[name] = _Loaded(signature, runner, nbytes)
@@ -266,6 +272,37 @@ class ModelRegistry:
                 self._evict(keep=name)
             log.info("model loaded", extra={"model": name, "mib": round(nbytes / 2**20, 1)})
             return runner
+
+    def _load(self, name: str) -> Runner:
+        """Build a model's runner; an uploaded archive is checked as untrusted again first.
+
+        Raises:
+            ModelNotFound: the archive went away meanwhile (deleted through another replica).
+        """
+        folder = self.folder / name
+        try:
+            trusted = not (folder / UPLOAD_MARKER).is_file()
+            _, runner = load_runner(
+                find_root(folder), device=self.device, trusted=trusted, kinds=self.kinds
+            )
+        except (ArchiveError, ConfigError, OSError) as exc:
+            if not folder.is_dir():
+                raise ModelNotFound(f"model {name!r} not found") from exc
+            raise
+        return runner
+
+    def sweep(self, *, max_age: float = 3600.0) -> list[str]:
+        """Repair and remove what killed processes left under ``models/``: a replaced archive
+        whose successor never arrived is put back, hidden upload, install and delete folders
+        whose owner is gone are removed. Returns what was done, for the log."""
+        done = [f"restored {name}" for name in recover_installs(self.folder, max_age=max_age)]
+        done += [
+            f"removed {path.name}"
+            for path in sweep_stale(self.folder, _WORK_FOLDERS, max_age=max_age)
+        ]
+        if done:
+            log.info("model store swept", extra={"actions": done[:20], "count": len(done)})
+        return done
 
     def _evict(self, *, keep: str) -> None:
         while sum(m.nbytes for m in self._loaded.values()) > self.memory_budget:
@@ -347,7 +384,7 @@ class ModelRegistry:
         if not folder.is_dir():
             raise ModelNotFound(f"model {name!r} not found")
         known = self._refresh(name)
-        retired = self.folder / f".{name}.deleted-{uuid.uuid4().hex}"
+        retired = self.folder / f".{name}.deleted{owner_tag()}{uuid.uuid4().hex}"
         folder.rename(retired)
         shutil.rmtree(retired, ignore_errors=True)
         with self._lock:
@@ -361,6 +398,8 @@ class ModelRegistry:
         root = find_root(root)
         kind, runner = load_runner(root, device="cpu", trusted=False, kinds=self.kinds)
         info = ModelInfo(name, runner.spec, kind)
+        marker = {"uploaded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        atomic_write_bytes(root / UPLOAD_MARKER, json.dumps(marker).encode())
         install_folder(root, self.folder, name, copy=False)
         with self._lock:
             self._loaded.pop(name, None)
@@ -368,8 +407,7 @@ class ModelRegistry:
         return info
 
     def _staging(self, name: str) -> _Staging:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        return _Staging(Path(tempfile.mkdtemp(prefix=f".{name}.upload-", dir=self.folder)))
+        return _Staging(owned_folder(self.folder, f".{name}.upload"))
 
 
 class _Staging:

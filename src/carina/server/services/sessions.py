@@ -20,7 +20,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from carina.errors import RequestError, SessionExpired, SessionNotFound
-from carina.files import atomic_write_bytes
+from carina.files import atomic_write_bytes, owner_tag, sweep_stale
 from carina.io import Volume, load_volume, save_volume
 from carina.schemas import SessionInfo
 
@@ -79,7 +79,7 @@ class SessionStore:
             expiry=lifetime,
         )
         self.root.mkdir(parents=True, exist_ok=True)
-        staging = self.root / f".{session_id}.new"
+        staging = self.root / f".{session_id}.new{owner_tag()}"
         staging.mkdir()
         try:
             save_volume(volume, staging / info.image)
@@ -102,13 +102,13 @@ class SessionStore:
         now = int(time.time())
         if now > info.last_access_ts + info.expiry:
             self._remove(session_id)
-            raise SessionNotFound(f"session {session_id} expired or unknown")
+            raise SessionNotFound(f"session {_shown(session_id)} expired or unknown")
         if touch:
             info = info.model_copy(update={"last_access_ts": now})
             try:
                 atomic_write_bytes(folder / _INFO, info.model_dump_json().encode())
             except OSError as exc:  # deleted meanwhile by another replica
-                raise SessionNotFound(f"session {session_id} expired or unknown") from exc
+                raise SessionNotFound(f"session {_shown(session_id)} expired or unknown") from exc
         return info
 
     def volume(self, session_id: str) -> Volume:
@@ -120,12 +120,12 @@ class SessionStore:
         try:
             info = self.info(session_id, touch=True)
         except SessionNotFound as exc:
-            raise SessionExpired(f"Session {session_id} expired or unknown") from exc
+            raise SessionExpired(f"Session {_shown(session_id)} expired or unknown") from exc
         path = self.root / session_id / info.image
         try:
             stamp = path.stat().st_mtime_ns
         except OSError as exc:
-            raise SessionExpired(f"Session {session_id} expired or unknown") from exc
+            raise SessionExpired(f"Session {_shown(session_id)} expired or unknown") from exc
         with self._lock:
             cached = self._cache.get(session_id)
             if cached is not None and cached[0] == stamp:
@@ -158,11 +158,8 @@ class SessionStore:
             folders = list(self.root.iterdir())
         except FileNotFoundError:
             return 0
+        sweep_stale(self.root, (".*",), max_age=3600)
         for folder in folders:
-            if folder.name.startswith("."):
-                if now - int(_mtime(folder)) > 3600:
-                    shutil.rmtree(folder, ignore_errors=True)
-                continue
             if not _ID.fullmatch(folder.name):
                 continue
             try:
@@ -178,20 +175,20 @@ class SessionStore:
 
     def _folder(self, session_id: str) -> Path:
         if not _ID.fullmatch(session_id):
-            raise SessionNotFound(f"session {session_id[:64]} expired or unknown")
+            raise SessionNotFound(f"session {_shown(session_id)} expired or unknown")
         return self.root / session_id
 
     def _read_info(self, folder: Path, session_id: str) -> SessionInfo:
         try:
             return SessionInfo.model_validate(json.loads((folder / _INFO).read_bytes()))
         except (OSError, ValueError) as exc:
-            raise SessionNotFound(f"session {session_id} expired or unknown") from exc
+            raise SessionNotFound(f"session {_shown(session_id)} expired or unknown") from exc
 
     def _remove(self, session_id: str) -> None:
         with self._lock:
             self._cache.pop(session_id, None)
         folder = self.root / session_id
-        trash = self.root / f".{session_id}.deleted-{uuid.uuid4().hex[:8]}"
+        trash = self.root / f".{session_id}.deleted{owner_tag()}{uuid.uuid4().hex[:8]}"
         try:
             folder.rename(trash)
         except OSError:
@@ -199,8 +196,6 @@ class SessionStore:
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return time.time()
+def _shown(session_id: str) -> str:
+    """A session id as echoed in a message: at most 64 characters of what the client sent."""
+    return session_id if len(session_id) <= 64 else session_id[:61] + "..."
