@@ -134,7 +134,7 @@ def unpack_archive(
                 extract_members(archive, members, scratch, max_bytes=max_bytes)
         except UnsafeZipError as exc:
             raise ArchiveError(f"{source.name}: {exc}") from exc
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
             raise ArchiveError(f"{source.name}: not a readable zip file ({exc})") from exc
         root = find_root(scratch)
         if not ((root / "config").is_dir() or (root / "configs" / "metadata.json").is_file()):

@@ -55,19 +55,29 @@ def read_dicom(path: Path, *, max_bytes: int) -> Volume:
             duplicated or inconsistent slices, undecodable pixel data, unsafe zip, or voxels over
             ``max_bytes``.
     """
-    datasets = list(_datasets(path, max_bytes=max_bytes))
-    images = [(name, ds) for name, ds in datasets if "PixelData" in ds]
-    if not images:
-        if not datasets:
-            raise ImageReadError(path, "no DICOM file found")
-        kind = datasets[0][1].get("SOPClassUID")
-        described = f" ({kind.name})" if kind is not None else ""
-        raise ImageReadError(path, f"the DICOM object{described} contains no pixel data")
     try:
+        datasets = list(_datasets(path, max_bytes=max_bytes))
+        images = [(name, ds) for name, ds in datasets if "PixelData" in ds]
+        if not images:
+            if not datasets:
+                raise ImageReadError(path, "no DICOM file found")
+            kind = datasets[0][1].get("SOPClassUID")
+            described = f" ({getattr(kind, 'name', kind)})" if kind is not None else ""
+            raise ImageReadError(path, f"the DICOM object{described} contains no pixel data")
         return _series_volume(path, images, max_bytes=max_bytes)
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+    except _malformed() as exc:  # pydicom parses lazily: any access may meet a broken element
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise ImageReadError(path, f"a malformed DICOM attribute ({reason})") from exc
+        raise ImageReadError(path, f"a malformed DICOM file ({reason})") from exc
+
+
+def _malformed() -> tuple[type[Exception], ...]:
+    """What pydicom raises on malformed data, besides Carina's own errors."""
+    from pydicom.errors import BytesLengthException, InvalidDicomError
+
+    return (
+        ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError,
+        NotImplementedError, EOFError, BytesLengthException, InvalidDicomError,
+    )  # fmt: skip
 
 
 def _series_volume(path: Path, images: list[tuple[str, Any]], *, max_bytes: int) -> Volume:
@@ -140,14 +150,19 @@ def _zip_datasets(path: Path, *, max_bytes: int) -> Iterator[tuple[str, Any]]:
                     yield name, dataset
     except UnsafeZipError as exc:
         raise ImageReadError(path, str(exc)) from exc
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        OSError,
+        NotImplementedError,
+    ) as exc:
         raise ImageReadError(path, f"corrupt zip file ({exc})") from exc
 
 
 def _parse(name: str, source: Path | io.BytesIO, *, force: bool, strict: bool) -> Any:
     """A parsed dataset, or None for a file that is not DICOM (an error when ``strict``)."""
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -155,7 +170,7 @@ def _parse(name: str, source: Path | io.BytesIO, *, force: bool, strict: bool) -
             dataset = pydicom.dcmread(source, force=force)
         for warning in caught:
             log.debug("DICOM file %s: %s", "<uploaded>", warning.message)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, *_malformed()) as exc:  # type: ignore[misc]
         if strict:
             raise ImageReadError(name, f"not a readable DICOM file ({type(exc).__name__})") from exc
         return None

@@ -109,6 +109,8 @@ def _read_stream(path: Path, stream: IO[bytes], *, max_bytes: int) -> Volume:
     head = first + _read_exact(path, stream, size - 4, what="header")
     header = _parse_header(path, head)
     shape = tuple(int(n) for n in header.get_data_shape())
+    if not shape or any(n < 0 for n in shape):
+        raise ImageReadError(path, f"invalid NIfTI header (dimensions {list(shape)})")
     dtype = header.get_data_dtype()
     nbytes = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
     if nbytes > max_bytes:
