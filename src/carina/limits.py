@@ -81,7 +81,7 @@ def check_work(nbytes: int, limit: int, what: str) -> None:
     if nbytes > limit:
         raise GuidanceError(
             f"{what} needs about {nbytes / 2**20:,.0f} MiB of working memory, over this "
-            f"server's limit of {limit / 2**20:,.0f} MiB"
+            f"server's limit of {limit / 2**20:,.0f} MiB (CARINA_MAX_WORK_BYTES)"
         )
 
 

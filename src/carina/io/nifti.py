@@ -25,6 +25,8 @@ _HEADER_SIZES = {348: 1, 540: 2}
 #: Large images (decoded size) that inflate more than this ratio are refused as bombs.
 BOMB_FLOOR = 256 * 1024**2
 BOMB_RATIO = 200
+#: The most header-extension data (between the header and the voxels) accepted.
+_MAX_EXTENSIONS = 64 * 1024**2
 #: Data accepted after the voxels (a gzip member or junk that would otherwise be inflated in full).
 _MAX_TRAILING = 1 << 20
 
@@ -109,7 +111,7 @@ def _read_stream(path: Path, stream: IO[bytes], *, max_bytes: int) -> Volume:
     head = first + _read_exact(path, stream, size - 4, what="header")
     header = _parse_header(path, head)
     shape = tuple(int(n) for n in header.get_data_shape())
-    if not shape or any(n < 0 for n in shape):
+    if not shape or any(not 0 <= n < 2**31 for n in shape):
         raise ImageReadError(path, f"invalid NIfTI header (dimensions {list(shape)})")
     dtype = header.get_data_dtype()
     nbytes = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
@@ -126,7 +128,7 @@ def _read_stream(path: Path, stream: IO[bytes], *, max_bytes: int) -> Volume:
         )
     offset = int(header.get_data_offset())
     if offset > size:
-        _read_exact(path, stream, offset - size, what="header extensions")
+        _skip(path, stream, offset - size)
     array = np.empty(shape, dtype=dtype, order="F")
     _fill(path, stream, array)
     _check_end(path, stream)
@@ -223,6 +225,16 @@ def _fill(path: Path, stream: IO[bytes], array: npt.NDArray[Any]) -> None:
                 path, f"the file is truncated: {len(view)} bytes of voxels expected, {done} found"
             )
         done += count
+
+
+def _skip(path: Path, stream: IO[bytes], count: int) -> None:
+    """Pass over the header extensions (at most :data:`_MAX_EXTENSIONS` bytes), in chunks."""
+    if count > _MAX_EXTENSIONS:
+        raise ImageReadError(
+            path, f"the voxels would start {count} bytes after the header (vox_offset): invalid"
+        )
+    while count > 0:
+        count -= len(_read_exact(path, stream, min(count, _CHUNK), what="header extensions"))
 
 
 def _read_exact(path: Path, stream: IO[bytes], count: int, *, what: str) -> bytes:
