@@ -24,7 +24,7 @@ LAYERS = {
     "files": 1, "limits": 1, "client": 1,
     "io": 2, "data": 2, "archive": 2,
     "engine": 3, "interactive": 3,
-    "kinds": 4, "zoo": 4,
+    "kinds": 4, "zoo": 4, "datastore": 4, "learning": 4,
     "server": 5, "fl": 5, "automl": 5, "cloud": 5,
     "cli": 6,
     "__main__": 7,

@@ -48,6 +48,11 @@ class UnsafeZipError(CarinaError):
     """A zip file holds an entry that escapes its folder, a link, or more data than allowed."""
 
 
+class DatastoreError(CarinaError):
+    """A datastore request is wrong: a label that does not fit its image, a bad tag or id, an
+    unreadable image. The message names the image and what is wrong; nothing was changed."""
+
+
 class DatasetError(CarinaError):
     """A shipped dataset is unknown, or the package that ships its files is not installed."""
 
@@ -187,6 +192,10 @@ class NotFoundError(ApiError):
 
 class ModelNotFound(NotFoundError):  # noqa: N818 - the name DESIGN.md gives it
     """No model of that name is installed on the server."""
+
+
+class ImageNotFound(NotFoundError):  # noqa: N818 - pairs with ModelNotFound
+    """No image (or label) of that id is in the datastore."""
 
 
 class SessionNotFound(NotFoundError):  # noqa: N818 - pairs with SessionExpired

@@ -15,6 +15,7 @@ from carina.cli import automl as automl_commands
 from carina.cli import aws as aws_commands
 from carina.cli import client as client_commands
 from carina.cli import data as data_commands
+from carina.cli import datastore as datastore_commands
 from carina.cli import engine as engine_commands
 from carina.cli import fl as fl_commands
 from carina.cli import images as image_commands
@@ -34,6 +35,7 @@ app = typer.Typer(
 app.command("info")(info_commands.info)
 app.command("convert")(image_commands.convert)
 app.add_typer(data_commands.app, name="data")
+app.add_typer(datastore_commands.app, name="datastore")
 app.add_typer(archive_commands.app, name="archive")
 app.add_typer(zoo_commands.app, name="zoo")
 app.command("train")(engine_commands.train)
