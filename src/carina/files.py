@@ -86,10 +86,11 @@ def owned_folder(parent: str | Path, prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}", dir=parent))
 
 
-def is_stale(path: Path, *, max_age: float) -> bool:
+def is_stale(path: Path, *, max_age: float, owner: str | None = None) -> bool:
     """Whether a work folder's owner is gone: a process of this host that no longer runs, or
-    (another host's, or untagged) nothing changed in it for ``max_age`` seconds."""
-    match = _OWNER.search(path.name)
+    (another host's, or untagged) nothing changed in it for ``max_age`` seconds. The owner is
+    read from the name, or given as ``owner`` (``@host@pid@``)."""
+    match = _OWNER.search(owner if owner is not None else path.name)
     if match and match["host"] == owner_tag().split("@")[1]:
         pid = int(match["pid"])
         if pid == os.getpid():
@@ -120,6 +121,56 @@ def sweep_stale(folder: str | Path, patterns: tuple[str, ...], *, max_age: float
                     path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, *, max_age: float) -> Iterator[Path]:
+    """Hold the lock file ``path`` for the block: created exclusively, holding its owner's
+    ``@host@pid@``, removed at the end. A lock whose owner is gone (a process of this host that
+    no longer runs, or a file not touched for ``max_age`` seconds: holders touch it while they
+    work, see :func:`touch`) is taken over, so a killed holder never blocks the next one.
+
+    Raises:
+        FileExistsError: a live owner holds it (the message names the owner).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tag = owner_tag()
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if not is_stale(path, max_age=max_age, owner=holder):
+                shown = holder.strip("@").replace("@", " pid ")
+                raise FileExistsError(f"held by {shown}") from None
+            path.unlink(missing_ok=True)  # the holder is gone: take it over
+            continue
+        with os.fdopen(fd, "w") as out:
+            out.write(tag)
+        break
+    else:
+        raise FileExistsError(f"{path.name}: taken meanwhile by another process")
+    try:
+        yield path
+    finally:
+        if _lock_holder(path) == tag:
+            path.unlink(missing_ok=True)
+
+
+def touch(path: str | Path) -> None:
+    """Mark a held lock (or any work file) as alive now."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        text = path.read_text()[:300]
+    except OSError:
+        return "@unknown@0@"
+    match = _OWNER.search(text)
+    return match.group(0) if match else "@unknown@0@"
 
 
 def checked_members(archive: zipfile.ZipFile, *, max_bytes: int) -> list[zipfile.ZipInfo]:

@@ -32,7 +32,7 @@ def volumes(draw: st.DrawFn) -> Volume:
     return Volume(array=array, affine=affine, spatial_ndim=spatial)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, derandomize=True)
 @given(volumes())
 def test_a_checked_volume_is_one_a_model_can_take(volume: Volume) -> None:
     try:
@@ -46,7 +46,8 @@ def test_a_checked_volume_is_one_a_model_can_take(volume: Volume) -> None:
     )
     assert all(n > 0 for n in checked.shape)
     assert np.all(np.isfinite(checked.affine))
-    spacing = checked.spacing[: checked.spatial_ndim]
+    with np.errstate(all="ignore"):  # a planar image's unused third column may be huge
+        spacing = checked.spacing[: checked.spatial_ndim]
     assert all(MIN_SPACING_MM <= s <= MAX_SPACING_MM for s in spacing)
     assert max(n * s for n, s in zip(checked.shape, spacing, strict=True)) <= MAX_EXTENT_MM
 

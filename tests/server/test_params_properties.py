@@ -38,7 +38,7 @@ JSON = st.recursive(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, derandomize=True)
 @given(JSON)
 def test_every_parser_answers_a_value_or_a_request_error(value: Any) -> None:
     for parse in (as_int, as_points, as_point, as_size, as_bool):
@@ -56,7 +56,7 @@ def test_every_parser_answers_a_value_or_a_request_error(value: Any) -> None:
                 assert all(len(p) == 3 and all(abs(v) <= MAX_INT for v in p) for p in result)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(st.text(max_size=200) | JSON.map(json.dumps) | st.binary(max_size=100))
 def test_params_text_is_an_object_or_a_request_error(text: Any) -> None:
     try:

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from carina.cli.console import console, err_console
 
+if TYPE_CHECKING:
+    from carina.engine.train import TrainResult
+
 
 def train(
     archive: Path = typer.Argument(..., help="Archive folder."),
     dataset: Path | None = typer.Option(None, help="Dataset folder (dataset.json) or datalist."),
+    datastore: Path | None = typer.Option(
+        None,
+        help="A workspace: train on its datastore's final labels, then promote the result over "
+        "WORKSPACE/models/NAME if it is no worse on the same validation images.",
+    ),
     set_: list[str] = typer.Option([], "--set", help="NAME=VALUE (variable) or a.b.c=VALUE (key)."),
     pretrained: Path | None = typer.Option(None, help="Archive or weights file to start from."),
     freeze: list[str] = typer.Option([], help="Glob of parameter names to freeze at first."),
@@ -40,6 +48,9 @@ def train(
             master_port=master_port,
         )
         raise typer.Exit(launch(command, nproc=nproc))
+    if datastore is not None:
+        _train_from_datastore(archive, datastore, device)
+        return
     from carina.archive import Archive, parse_override
     from carina.engine.train import TrainOptions, train_archive
     from carina.settings import Settings
@@ -57,6 +68,10 @@ def train(
             progress=display.update,
         )
         result = train_archive(opened, options)
+    _report(result, opened.layout.weights)
+
+
+def _report(result: TrainResult, weights: Path) -> None:
     for note in result.notes:
         err_console.print(f"note: {note}", style="yellow", highlight=False)
     if result.transfer is not None:
@@ -66,8 +81,7 @@ def train(
         console.print(f"frozen for the first phase: {len(result.frozen)} tensors", highlight=False)
     console.print(
         f"trained {result.epochs} epochs ({result.iterations} steps); best validation mean Dice "
-        f"{result.best_metric:.4f} at epoch {result.best_epoch}; weights in "
-        f"{opened.layout.weights}",
+        f"{result.best_metric:.4f} at epoch {result.best_epoch}; weights in {weights}",
         highlight=False,
     )
 
@@ -134,6 +148,30 @@ def export(
 
 
 _LAUNCH_OPTIONS = {"--nproc", "--nnodes", "--node-rank", "--master-addr", "--master-port"}
+
+
+def _train_from_datastore(archive: Path, workspace: Path, device: str | None) -> None:
+    from carina.learning import train_from_datastore
+    from carina.settings import Settings
+
+    settings = Settings()
+    with TrainingDisplay() as display:
+        result = train_from_datastore(
+            archive,
+            workspace,
+            max_bytes=settings.max_image_bytes,
+            data_dir=settings.data_dir,
+            device=device,
+            progress=display.update,
+        )
+    decision = result.decision
+    served = "none" if decision.served_dice is None else f"{decision.served_dice:.4f}"
+    verdict = "promoted" if decision.promoted else "refused: the served model stays"
+    console.print(
+        f"job {result.job}: validation mean Dice {decision.candidate_dice:.4f} (served: "
+        f"{served}); {verdict}",
+        highlight=False,
+    )
 
 
 def _without_launch_options(arguments: list[str]) -> list[str]:

@@ -20,6 +20,7 @@ from carina.cli import engine as engine_commands
 from carina.cli import fl as fl_commands
 from carina.cli import images as image_commands
 from carina.cli import info as info_commands
+from carina.cli import model as model_commands
 from carina.cli import serve as serve_commands
 from carina.cli import zoo as zoo_commands
 from carina.cli.console import err_console
@@ -38,6 +39,7 @@ app.add_typer(data_commands.app, name="data")
 app.add_typer(datastore_commands.app, name="datastore")
 app.add_typer(archive_commands.app, name="archive")
 app.add_typer(zoo_commands.app, name="zoo")
+app.add_typer(model_commands.app, name="model")
 app.command("train")(engine_commands.train)
 app.command("validate")(engine_commands.validate)
 app.command("infer")(engine_commands.infer)

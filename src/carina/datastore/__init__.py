@@ -12,6 +12,7 @@ from carina.datastore.local import LocalDatastore
 from carina.datastore.records import (
     FINAL,
     ORIGINAL,
+    SPLITS,
     ImageRecord,
     ImageStatus,
     LabelVersion,
@@ -29,6 +30,7 @@ def open_datastore(workspace: Path, *, max_bytes: int) -> LocalDatastore:
 __all__ = [
     "FINAL",
     "ORIGINAL",
+    "SPLITS",
     "ImageRecord",
     "ImageStatus",
     "ImportReport",

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from carina.datastore.local import LocalDatastore
-from carina.datastore.records import FINAL
+from carina.datastore.records import FINAL, SPLITS
 from carina.errors import DatastoreError
 from carina.files import atomic_write_bytes
 from carina.io import load_volume, save_volume
@@ -54,6 +54,7 @@ def import_folder(
     images_dir = next((folder / n for n in _IMAGE_FOLDERS if (folder / n).is_dir()), folder)
     labels_dir = next((folder / n for n in _LABEL_FOLDERS if (folder / n).is_dir()), None)
     _adopt_label_names(store, folder / "dataset.json")
+    splits = _listed_splits(folder / "dataset.json")
     sources = _image_sources(images_dir)
     if not sources:
         raise DatastoreError(f"{folder.name}: no image found (NIfTI, NRRD, MHA or DICOM)")
@@ -66,6 +67,8 @@ def import_folder(
             report(f"skipped {source.name}: {exc}")
             continue
         done.images.append(record.id)
+        if source.name in splits:
+            store.set_split(record.id, splits[source.name])
         label = _matching_label(labels_dir, source) if labels_dir else None
         if label is not None:
             try:
@@ -142,6 +145,24 @@ def _matching_label(labels: Path, image: Path) -> Path | None:
             if (labels / f"{candidate}{suffix}").exists():
                 return labels / f"{candidate}{suffix}"
     return None
+
+
+def _listed_splits(manifest: Path) -> dict[str, str]:
+    """The split of each image file a ``dataset.json`` lists (by file name)."""
+    if not manifest.is_file():
+        return {}
+    try:
+        document = json.loads(manifest.read_text())
+        return {
+            Path(str(entry["image"])).name: split
+            for split in SPLITS
+            for entry in document.get(split) or []
+            if isinstance(entry, dict) and "image" in entry
+        }
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise DatastoreError(
+            f"{manifest.name}: its training/validation lists are malformed"
+        ) from exc
 
 
 def _adopt_label_names(store: LocalDatastore, manifest: Path) -> None:

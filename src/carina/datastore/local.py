@@ -28,6 +28,7 @@ import numpy as np
 
 from carina.datastore.records import (
     FINAL,
+    SPLITS,
     ImageRecord,
     ImageStatus,
     LabelVersion,
@@ -163,6 +164,23 @@ class LocalDatastore:
             else:
                 info[key] = value
         document["info"] = info
+        atomic_write_bytes(folder / _INFO, json.dumps(document, indent=2).encode())
+        return self.image(image_id)
+
+    def set_split(self, image_id: str, split: str) -> ImageRecord:
+        """Put the image in ``training`` or ``validation`` (kept from then on).
+
+        Raises:
+            ImageNotFound: no image of that id.
+            DatastoreError: another split name, or the image already has another split.
+        """
+        if split not in SPLITS:
+            raise DatastoreError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+        folder = self._folder(image_id)
+        document = self._info(folder)
+        if document.get("split") not in (None, split):
+            raise DatastoreError(f"image {image_id!r} is already in {document['split']}")
+        document["split"] = split
         atomic_write_bytes(folder / _INFO, json.dumps(document, indent=2).encode())
         return self.image(image_id)
 
@@ -323,6 +341,7 @@ class LocalDatastore:
             status=status,
             labels=labels,
             info=info,
+            split=document.get("split"),
         )
 
     def _version(self, image_id: str, tag: str, sidecar: Path) -> LabelVersion:

@@ -17,6 +17,8 @@ from typing import Any
 
 from carina.errors import DatastoreError
 
+#: The two parts of a datastore's training data (an image's part is decided once, then kept).
+SPLITS = ("training", "validation")
 #: A model's output.
 ORIGINAL = "original"
 #: A label a person saved as done.
@@ -71,6 +73,7 @@ class ImageRecord:
         status: unlabelled, labelled or approved.
         labels: the latest version of each tag.
         info: user metadata, and who holds the image's lock (``lock``).
+        split: ``training`` or ``validation`` once decided (it never changes after).
     """
 
     id: str
@@ -79,6 +82,7 @@ class ImageRecord:
     status: ImageStatus
     labels: dict[str, LabelVersion]
     info: dict[str, Any] = field(default_factory=dict)
+    split: str | None = None
 
 
 def check_tag(tag: str) -> str:

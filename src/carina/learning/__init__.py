@@ -1,6 +1,18 @@
-"""The learning loop on a datastore: which image to annotate next (and, as it grows, training jobs
-from the final labels, promotion and rollback)."""
+"""The learning loop on a datastore: which image to annotate next, training jobs from the final
+labels, promotion of a better model and rollback."""
 
+from carina.learning.jobs import JobResult, latest_job, request_stop, train_from_datastore
+from carina.learning.promotion import Decision, history, rollback
 from carina.learning.strategies import STRATEGIES, next_image
 
-__all__ = ["STRATEGIES", "next_image"]
+__all__ = [
+    "STRATEGIES",
+    "Decision",
+    "JobResult",
+    "history",
+    "latest_job",
+    "next_image",
+    "request_stop",
+    "rollback",
+    "train_from_datastore",
+]
