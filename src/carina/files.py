@@ -140,7 +140,7 @@ def exclusive_lock(path: str | Path, *, max_age: float) -> Iterator[Path]:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            holder = _lock_holder(path)
+            holder = lock_holder(path)
             if not is_stale(path, max_age=max_age, owner=holder):
                 shown = holder.strip("@").replace("@", " pid ")
                 raise FileExistsError(f"held by {shown}") from None
@@ -154,7 +154,7 @@ def exclusive_lock(path: str | Path, *, max_age: float) -> Iterator[Path]:
     try:
         yield path
     finally:
-        if _lock_holder(path) == tag:
+        if lock_holder(path) == tag:
             path.unlink(missing_ok=True)
 
 
@@ -164,7 +164,8 @@ def touch(path: str | Path) -> None:
         os.utime(path)
 
 
-def _lock_holder(path: Path) -> str:
+def lock_holder(path: Path) -> str:
+    """The ``@host@pid@`` of a lock file's holder (``@unknown@0@`` when unreadable)."""
     try:
         text = path.read_text()[:300]
     except OSError:

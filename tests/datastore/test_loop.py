@@ -133,13 +133,16 @@ def test_one_job_at_a_time_and_a_killed_job_leaves_nothing_held(
     from carina.datastore import import_folder
 
     import_folder(store, vertebra_images / "spine_ct_vertebra")
+    short = short_archive(tmp_path / "short" / "spine_vertebra", epochs=1, iterations=5)
+    train_from_datastore(short, workspace, max_bytes=2**30, data_dir=tmp_path / "data")
+    served = weights_digest(workspace)
     archive = short_archive(tmp_path / "spine_vertebra", epochs=50, iterations=50)
     job = subprocess.Popen(
         [sys.executable, "-c", JOB, str(archive), str(workspace), str(tmp_path / "data")]
     )
     lock = workspace / "jobs" / "spine_vertebra.lock"
     deadline = time.monotonic() + 120
-    while not list((workspace / "jobs").glob("spine_vertebra/*/job.json")):
+    while len(list((workspace / "jobs").glob("spine_vertebra/*/job.json"))) < 2:
         assert time.monotonic() < deadline and job.poll() is None
         time.sleep(0.2)
     with pytest.raises(DatastoreError, match="already running"):
@@ -147,7 +150,39 @@ def test_one_job_at_a_time_and_a_killed_job_leaves_nothing_held(
     time.sleep(3)  # into the first epoch
     job.send_signal(signal.SIGKILL)
     job.wait(30)
-    assert lock.exists() and not (workspace / "models" / "spine_vertebra").exists()
-    short = short_archive(tmp_path / "short" / "spine_vertebra", epochs=1, iterations=5)
+    assert lock.exists() and weights_digest(workspace) == served  # the served model untouched
     result = train_from_datastore(short, workspace, max_bytes=2**30, data_dir=tmp_path / "data")
-    assert result.decision.promoted and not lock.exists()
+    assert result.decision.served_dice is not None and not lock.exists()
+
+
+@pytest.mark.integration
+def test_a_background_job_reports_progress_and_stops_on_request(
+    tmp_path: Path, vertebra_images: Path
+) -> None:
+    import os
+
+    from carina.datastore import import_folder
+    from carina.errors import DatastoreError
+    from carina.learning import latest_job, request_stop, start_training
+
+    workspace = tmp_path / "ws"
+    import_folder(open_datastore(workspace, max_bytes=2**30), vertebra_images / "spine_ct_vertebra")
+    archive = short_archive(tmp_path / "spine_vertebra", epochs=50, iterations=50)
+    pid = start_training(archive, workspace, device="cpu")
+    deadline = time.monotonic() + 120
+    while ((latest_job(workspace, "spine_vertebra") or {}).get("progress") or {}).get(
+        "epoch"
+    ) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    with pytest.raises(DatastoreError, match="already running"):
+        start_training(archive, workspace)
+    assert request_stop(workspace, "spine_vertebra") is not None
+    while latest_job(workspace, "spine_vertebra")["status"] == "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    os.waitpid(pid, 0)
+    record = latest_job(workspace, "spine_vertebra")
+    assert record["status"] == "STOPPED" and record["details"] == ["stopped on request"]
+    assert not (workspace / "jobs" / "spine_vertebra.lock").exists()
+    assert not (workspace / "models" / "spine_vertebra").exists()

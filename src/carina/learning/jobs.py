@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from typing import Any
 from carina.archive import Archive
 from carina.datastore import open_datastore
 from carina.errors import CarinaError, DatastoreError
-from carina.files import atomic_write_bytes, exclusive_lock, touch
+from carina.files import atomic_write_bytes, exclusive_lock, is_stale, lock_holder, touch
 from carina.learning.promotion import Decision, decide, promote, record_refusal
 from carina.learning.training_set import write_training_set
 
@@ -71,6 +73,29 @@ def train_from_datastore(
         except FileExistsError as exc:
             raise DatastoreError(f"a training job of {name!r} is already running ({exc})") from exc
         return _run(archive, workspace, name, lock, max_bytes, data_dir, device, progress)
+
+
+def start_training(archive: Path, workspace: Path, *, device: str | None = None) -> int:
+    """Start :func:`train_from_datastore` as a background process (``carina train ARCHIVE
+    --datastore WORKSPACE``, in a session of its own so that it outlives the caller); returns its
+    pid. Follow it with :func:`latest_job`, stop it with :func:`request_stop`; its output goes to
+    ``WORKSPACE/jobs/NAME.log``.
+
+    Raises:
+        DatastoreError: a job of this model is already running.
+    """
+    name = Archive.open(archive).name
+    lock = workspace / "jobs" / f"{name}.lock"
+    if lock.exists() and not is_stale(lock, max_age=LOCK_MAX_AGE, owner=lock_holder(lock)):
+        raise DatastoreError(f"a training job of {name!r} is already running")
+    command = [sys.executable, "-m", "carina", "train", str(archive), "--datastore", str(workspace)]
+    if device:
+        command += ["--device", device]
+    log = workspace / "jobs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    output = [(os.POSIX_SPAWN_OPEN, 1, str(log), flags, 0o644), (os.POSIX_SPAWN_DUP2, 1, 2)]
+    return os.posix_spawn(sys.executable, command, os.environ, file_actions=output, setsid=True)
 
 
 def request_stop(workspace: Path, name: str) -> Path | None:
