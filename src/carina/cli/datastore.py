@@ -89,13 +89,17 @@ def save_label(
 
 @app.command("next")
 def next_sample(
-    strategy: str = typer.Option("random", help="random or first."),
+    strategy: str = typer.Option("random", help="random, first, uncertainty or entropy."),
+    model: str | None = typer.Option(
+        None, help="The served model (in WORKSPACE/models) uncertainty and entropy score with."
+    ),
     workspace: Path = WORKSPACE,
 ) -> None:
     """Print the id of the image to annotate next (nothing when every image is labelled)."""
     from carina.learning import next_image
 
-    record = next_image(_store(workspace), strategy)
+    served = workspace / "models" / model if model else None
+    record = next_image(_store(workspace), strategy, model=served)
     if record is None:
         err_console.print("every image has a final label")
         raise typer.Exit(code=1)
