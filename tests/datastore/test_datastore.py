@@ -166,3 +166,18 @@ def test_two_processes_saving_at_once_both_keep_their_version(
     assert [p.wait(120) for p in savers] == [0, 0]
     versions = store.label_versions("spine_ct_train", FINAL)
     assert sorted(v.saved_by for v in versions) == ["one", "two"]
+
+
+def test_two_replicas_see_each_others_changes_at_once(
+    store: LocalDatastore, spine_export: Path
+) -> None:
+    other = open_datastore(store.root.parent, max_bytes=2**30)  # another process's view
+    store.add_image(spine_export / "imagesTr" / "spine_ct_train.nii.gz")
+    assert [r.id for r in other.images()] == ["spine_ct_train"]
+    other.save_label(
+        "spine_ct_train", spine_export / "labelsTr" / "spine_ct_train.nii.gz", saved_by="b"
+    )
+    assert store.image("spine_ct_train").status == ImageStatus.LABELLED
+    other.delete_image("spine_ct_train")
+    with pytest.raises(ImageNotFound):
+        store.image("spine_ct_train")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from carina.errors import DatastoreError
 
@@ -110,3 +110,36 @@ def check_image_id(image_id: str) -> str:
             f"image id {image_id[:64]!r} is not allowed: 1-{MAX_ID_LENGTH} printable characters"
         )
     return image_id
+
+
+class Datastore(Protocol):
+    """What the learning loop and the APIs need of a datastore; :class:`LocalDatastore` keeps
+    it on the workspace, a DICOMweb backend will keep it on a PACS."""
+
+    def images(self) -> list[ImageRecord]:
+        """Every image, in import order."""
+        ...
+
+    def image(self, image_id: str) -> ImageRecord:
+        """One image (``ImageNotFound`` when unknown)."""
+        ...
+
+    def image_path(self, image_id: str) -> Path:
+        """A local file (or DICOM series folder) holding the image."""
+        ...
+
+    def add_image(
+        self, source: Path, *, image_id: str | None = None, info: dict[str, Any] | None = None
+    ) -> ImageRecord:
+        """Add an image, checked first."""
+        ...
+
+    def save_label(
+        self, image_id: str, label: Any, *, tag: str, saved_by: str, info: dict[str, Any] | None
+    ) -> LabelVersion:
+        """Save a new version of a label, checked against its image."""
+        ...
+
+    def label_versions(self, image_id: str, tag: str) -> list[LabelVersion]:
+        """Every version of a tag's label, oldest first."""
+        ...

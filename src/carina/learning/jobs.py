@@ -134,9 +134,11 @@ def _run(
     record = _Record(folder / "job.json", {"id": job, "model": name, "status": RUNNING})
     record.update(start_ts=_now())
     try:
-        dataset = write_training_set(
-            open_datastore(workspace, max_bytes=max_bytes), folder / "dataset"
-        )
+        store = open_datastore(workspace, max_bytes=max_bytes)
+        if not store.label_names():  # a datastore without names takes the model's
+            labels = Archive.open(archive).serving_config().labels
+            store.set_label_names(dict(enumerate(labels, start=1)))
+        dataset = write_training_set(store, folder / "dataset")
         candidate = _candidate(archive, folder / "candidate")
         served = workspace / "models" / name
         start = served if (served / "models" / "model.pt").is_file() else None

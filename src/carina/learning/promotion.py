@@ -58,6 +58,8 @@ def promote(candidate: Path, models: Path, name: str, decision: Decision) -> Pat
         shutil.copyfile(candidate / "models" / "model.pt", staged / "models" / "model.pt")
         if (candidate / "eval").is_dir():
             shutil.copytree(candidate / "eval", staged / "eval", dirs_exist_ok=True)
+        if (candidate / "logs").is_dir():  # the job's TensorBoard events, kept with the model
+            shutil.copytree(candidate / "logs", staged / "logs" / decision.job)
         _append_history(staged, {"action": "promote", **asdict(decision)})
         return install_folder(staged, models, name, copy=False)
     finally:
