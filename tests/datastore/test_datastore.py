@@ -78,9 +78,9 @@ def test_next_image_skips_labelled_and_locked_images(
     for name in ("spine_ct_train", "spine_ct_heldout"):
         store.add_image(spine_export / "imagesTr" / f"{name}.nii.gz")
     assert next_image(store, "first").id == "spine_ct_train"
-    store.update_info(
-        "spine_ct_train", {"lock": {"by": "ann", "until": "2999-01-01T00:00:00+00:00"}}
-    )
+    store.lock("spine_ct_train", by="ann")
+    with pytest.raises(DatastoreError, match="locked by 'ann'"):
+        store.lock("spine_ct_train", by="other")
     assert next_image(store, "first").id == "spine_ct_heldout"
     store.save_label(
         "spine_ct_heldout", spine_export / "labelsTr" / "spine_ct_heldout.nii.gz", saved_by="a"

@@ -184,6 +184,23 @@ class LocalDatastore:
         atomic_write_bytes(folder / _INFO, json.dumps(document, indent=2).encode())
         return self.image(image_id)
 
+    def lock(self, image_id: str, *, by: str, seconds: float = 3600.0) -> ImageRecord:
+        """Hold the image for ``by`` (an annotator) for ``seconds``: strategies skip it meanwhile.
+
+        Raises:
+            ImageNotFound: no image of that id.
+            DatastoreError: someone else holds it.
+        """
+        holder = self.image(image_id).info.get("lock")
+        if isinstance(holder, dict) and holder.get("by") != by and _until(holder) > time.time():
+            raise DatastoreError(f"image {image_id!r} is locked by {holder.get('by')!r}")
+        until = datetime.fromtimestamp(time.time() + seconds, UTC).isoformat(timespec="seconds")
+        return self.update_info(image_id, {"lock": {"by": by, "until": until}})
+
+    def unlock(self, image_id: str) -> ImageRecord:
+        """Release the image's lock (whoever held it)."""
+        return self.update_info(image_id, {"lock": None})
+
     def approve(self, image_id: str, *, by: str) -> ImageRecord:
         """Mark the image's latest ``final`` label as approved by ``by`` (a reviewer).
 
@@ -406,6 +423,13 @@ def _display_name(image_id: str, source: Path) -> str:
     suffix = ".zip" if source.is_dir() else suffix_of(source) or ".nii.gz"
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in image_id)[:120]
     return f"{safe}{suffix}"
+
+
+def _until(lock: dict[str, Any]) -> float:
+    try:
+        return datetime.fromisoformat(str(lock.get("until"))).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _now() -> str:

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from carina.archive import Archive
-from carina.datastore import open_datastore
-from carina.errors import CarinaError, DatastoreError
+from carina.datastore import LocalDatastore, open_datastore
+from carina.errors import CarinaError, DatastoreError, WorkCancelledError
 from carina.files import atomic_write_bytes, exclusive_lock, is_stale, lock_holder, touch
 from carina.learning.promotion import Decision, decide, promote, record_refusal
 from carina.learning.training_set import write_training_set
@@ -149,6 +150,7 @@ def _run(
         decision = decide(job, candidate_dice, served_dice)
         if decision.promoted:
             promote(candidate, workspace / "models", name, decision)
+            _refresh_scores(store, workspace / "models" / name, folder, device)
         else:
             record_refusal(workspace / "models", name, decision)
     except JobStoppedError:
@@ -202,6 +204,30 @@ def _score_copy(
         return None
     shutil.copytree(served, target, ignore=shutil.ignore_patterns("history", "logs", "eval"))
     return _score(target, dataset, data_dir, device)
+
+
+def _refresh_scores(store: LocalDatastore, served: Path, folder: Path, device: str | None) -> None:
+    """Score the unlabelled images with the new model (segmentation models; bounded), so the
+    next-image strategies are ready; a stop request ends it."""
+    from carina.learning.scores import SCORE_REFRESH_LIMIT, refresh_scores
+
+    if Archive.open(served).serving_config().type not in ("segmentation", "others"):
+        return
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch_stop, args=(folder / "stop", stop), daemon=True)
+    watcher.start()
+    try:
+        refresh_scores(store, served, limit=SCORE_REFRESH_LIMIT, cancelled=stop, device=device)
+    except WorkCancelledError:
+        pass
+    finally:
+        stop.set()
+
+
+def _watch_stop(path: Path, stop: threading.Event) -> None:
+    while not stop.wait(0.5):
+        if path.exists():
+            stop.set()
 
 
 def _reporter(

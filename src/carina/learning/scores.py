@@ -33,6 +33,8 @@ from carina.limits import cancellable, check_cancelled
 
 log = logging.getLogger(__name__)
 SCORES = ("uncertainty", "entropy")
+#: Images scored after a promotion (the rest are scored when a strategy asks for them).
+SCORE_REFRESH_LIMIT = 20
 
 
 def model_version(model_root: Path) -> str:

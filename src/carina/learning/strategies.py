@@ -70,6 +70,7 @@ def next_image(
 
 
 def _locked(record: ImageRecord) -> bool:
+    """Whether someone holds the image (``LocalDatastore.lock``) and the time has not run out."""
     lock = record.info.get("lock")
     if not isinstance(lock, dict):
         return False
