@@ -38,8 +38,10 @@ def test_the_datastore_commands(tmp_path: Path, spine_export: Path) -> None:
     run("datastore", "label", chosen, str(label), "--by", "ann", *workspace)
     shown = json.loads(run("datastore", "show", chosen, *workspace))
     assert shown["status"] == "labelled" and set(shown["labels"]) == {"original", "final"}
+    run("datastore", "approve", chosen, "--by", "reviewer", *workspace)
+    assert json.loads(run("datastore", "show", chosen, *workspace))["status"] == "approved"
     stats = json.loads(run("datastore", "stats", *workspace))
-    assert stats["by_status"] == {"labelled": 1, "unlabelled": 1}
+    assert stats["by_status"] == {"approved": 1, "unlabelled": 1}
     assert stats["mean_dice_original_final"] == 1.0
     manifest = Path(run("datastore", "export", str(tmp_path / "out"), *workspace).strip())
     assert json.loads(manifest.read_text())["numTraining"] == 1

@@ -87,6 +87,17 @@ def save_label(
     console.print(f"saved {tag} label {version.version} of {image_id}", highlight=False)
 
 
+@app.command("approve")
+def approve(
+    image_id: str = typer.Argument(...),
+    by: str = typer.Option(..., help="The reviewer who approves."),
+    workspace: Path = WORKSPACE,
+) -> None:
+    """Approve an image's latest final label (a newer final label needs approval again)."""
+    _store(workspace).approve(image_id, by=by)
+    console.print(f"approved the final label of {image_id}", highlight=False, markup=False)
+
+
 @app.command("next")
 def next_sample(
     strategy: str = typer.Option("random", help="random, first, uncertainty or entropy."),
