@@ -89,8 +89,10 @@ def create_app(settings: Settings | None = None, *, kinds: Kinds | None = None) 
 
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI, *, services: Services) -> AsyncIterator[None]:
-    """The session sweeper, background model loading, and a clean stop of the worker pool."""
+    """A first sweep before serving (a replacement cut short is rolled back before any request
+    sees the model), then the periodic sweeper, background model loading, and a clean stop."""
     services.start()
+    await asyncio.to_thread(_sweep, services)
     sweeper = asyncio.create_task(_purge_sessions(services))
     if services.settings.preload_models:
         # A moment after ready: importing torch holds the interpreter for seconds.
@@ -110,14 +112,18 @@ async def _lifespan(app: FastAPI, *, services: Services) -> AsyncIterator[None]:
 
 
 async def _purge_sessions(services: Services) -> None:
-    """At start and then periodically: expired sessions, and what killed processes left."""
+    """Periodically: expired sessions, and what killed processes left."""
     while True:
-        try:
-            await asyncio.to_thread(services.sessions.purge)
-            await asyncio.to_thread(services.registry.sweep)
-        except OSError as exc:
-            log.warning("workspace sweep failed", extra={"reason": exc.strerror})
         await asyncio.sleep(services.settings.session_purge_interval)
+        await asyncio.to_thread(_sweep, services)
+
+
+def _sweep(services: Services) -> None:
+    try:
+        services.sessions.purge()
+        services.registry.sweep()
+    except OSError as exc:
+        log.warning("workspace sweep failed", extra={"reason": exc.strerror})
 
 
 def preload_models(services: Services) -> None:
