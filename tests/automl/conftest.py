@@ -7,12 +7,16 @@ import json
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from carina.archive import Archive
 from carina.archive.search import strip_search
+from carina.automl.space import own_params
+from carina.automl.study import StudySpec, create_or_resume
 from carina.data import ensure_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +44,18 @@ def search_archive(folder: Path, *, iterations: int = 12, epochs: int = 4) -> Pa
     ]
     path.write_text(json.dumps(config, indent=2))
     return folder
+
+
+def queue_with_a_poor_last_trial(spec: StudySpec) -> None:
+    """Create the study of ``spec`` with its last trial queued as a repeat of the poor first one.
+
+    The sampler is not seeded, so its draws could all beat the median; a repeat of trial 0, run
+    after at least two trials completed, falls below their median at epoch 2 whatever was drawn,
+    so the pruner has one trial it must stop.
+    """
+    study = create_or_resume(replace(spec, trials=spec.trials - 1))
+    study.enqueue_trial(own_params(Archive.open(spec.archive).search_space()))
+    study.set_user_attr("trials", spec.trials)
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ from carina.automl.study import (
     recover_stale,
     study_dir,
 )
-from tests.automl.conftest import POOR_LR, search_archive
+from tests.automl.conftest import POOR_LR, queue_with_a_poor_last_trial, search_archive
 
 pytestmark = pytest.mark.integration
 
@@ -59,6 +59,7 @@ def check_finished_study(archive: Path, study: str, storage: str, trials: int) -
 def test_two_workers_on_a_journal_file(tmp_path: Path, data_dir: Path) -> None:
     archive = search_archive(tmp_path / "archive")
     spec = StudySpec(archive=archive, study="lr", trials=12)
+    queue_with_a_poor_last_trial(spec)
     seen = []
     outcome = run_study(spec, workers=2, data_dir=data_dir, threads=1, progress=seen.append)
     assert outcome.result is not None, [p.read_text()[-2000:] for p in outcome.logs]

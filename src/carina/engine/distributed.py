@@ -60,6 +60,11 @@ class DistributedContext:
         torch.distributed.init_process_group(backend=backend)
         self.started = True
 
+    def barrier(self) -> None:
+        """Wait until every rank of the group this context joined is here."""
+        if self.started and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
     def stop(self) -> None:
         """Leave the process group this context joined."""
         if self.started and torch.distributed.is_initialized():

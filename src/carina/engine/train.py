@@ -124,7 +124,9 @@ class TrainingRun:
             engines = self.engines(data, network, optimisation)
             self.handlers(engines, optimisation)
             seconds = self.run(engines)
-            return self.finish(engines, seconds)
+            result = self.finish(engines, seconds)
+            self.context.barrier()  # ranks leave together: gloo aborts one whose peer is gone
+            return result
         finally:
             set_determinism(seed=None)
             self.context.stop()
