@@ -12,6 +12,10 @@ CHECKED := src tests benchmarks
 # checkov pins packages that break the project's venv (DESIGN.md), so it gets a venv of its own.
 CHECKOV_VERSION := 3.3.30
 CHECKOV := .tools/checkov/bin/checkov
+# MONAI Label's own Python client drives the server in tests: its wheel without its dependencies
+# (torch, monai, ...), plus requests, in a venv of its own, never in the project's venv.
+MONAILABEL_VERSION := 0.8.5
+MONAILABEL := .tools/monailabel/.installed
 
 .PHONY: venv tools system-deps lint typecheck test test-all demo docs benchmarks clean
 
@@ -32,7 +36,13 @@ $(CHECKOV): Makefile
 	.tools/checkov/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
 	@touch $(CHECKOV)
 
-tools: $(CHECKOV)
+$(MONAILABEL): Makefile
+	@test -x .tools/monailabel/bin/python || $(PYTHON) -m venv .tools/monailabel
+	.tools/monailabel/bin/python -m pip install --quiet --no-deps monailabel==$(MONAILABEL_VERSION)
+	.tools/monailabel/bin/python -m pip install --quiet requests
+	@touch $(MONAILABEL)
+
+tools: $(CHECKOV) $(MONAILABEL)
 
 system-deps:
 	@bash .ci/system-deps.sh

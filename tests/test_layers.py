@@ -21,7 +21,7 @@ ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "explanation" / "a
 #: and parts of one layer must not import each other in a cycle.
 LAYERS = {
     "__init__": 0, "errors": 0, "settings": 0, "schemas": 0, "environment": 0,
-    "files": 1, "limits": 1, "client": 1,
+    "files": 1, "limits": 1, "client": 1, "auth": 1, "audit": 1,
     "io": 2, "data": 2, "archive": 2,
     "engine": 3, "interactive": 3,
     "kinds": 4, "zoo": 4, "datastore": 4, "learning": 4,

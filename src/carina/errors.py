@@ -184,6 +184,19 @@ class AuthError(ApiError):
     http_status = 401
 
 
+class ForbiddenError(ApiError):
+    """A signed-in user whose roles do not allow what the request asks."""
+
+    http_status = 403
+
+
+class ConflictError(ApiError):
+    """The request conflicts with the state of what it names (a training job already running,
+    an image another annotator holds)."""
+
+    http_status = 409
+
+
 class NotFoundError(ApiError):
     """The thing a request names does not exist (a model, a session, an endpoint)."""
 

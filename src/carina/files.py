@@ -69,10 +69,11 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def owner_tag() -> str:
-    """``@host@pid@``: put in the name of a work folder, it says which process owns it."""
+def owner_tag(pid: int | None = None) -> str:
+    """``@host@pid@``: put in the name of a work folder, it says which process owns it (this
+    one, or the process ``pid`` of this host)."""
     host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "host"
-    return f"@{host}@{os.getpid()}@"
+    return f"@{host}@{os.getpid() if pid is None else pid}@"
 
 
 def owned_folder(parent: str | Path, prefix: str) -> Path:

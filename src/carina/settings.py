@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,43 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer token for every route but health and docs. Off by default: the "
         "existing AIAA clients (Slicer, MITK, OHIF) cannot send it.",
+    )
+    auth: Literal["auto", "off", "users", "oidc"] = Field(
+        default="auto",
+        description="Sign-in: 'users' (the workspace's users file, `carina users`), 'oidc' (tokens "
+        "of an existing identity provider), 'off', or 'auto': 'oidc' when a discovery URL is set, "
+        "else 'users' once the users file has a user, else 'off'.",
+    )
+    insecure_no_auth: bool = Field(
+        default=False,
+        description="Serve on a non-loopback address with sign-in off (refused otherwise).",
+    )
+    aiaa_routes: Literal["follow", "open", "off"] = Field(
+        default="follow",
+        description="The AIAA v1 routes (/v1/..., and /session/ shared with MONAI Label): "
+        "'follow' the sign-in setting, 'open' without sign-in (NVIDIA's AIAA clients cannot send "
+        "tokens; only on a trusted network), or 'off' (not served).",
+    )
+    token_lifetime: int = Field(
+        default=3600, gt=0, le=86400, description="Seconds a signed-in user's token is valid."
+    )
+    auth_client_id: str = Field(
+        default="carina", description="Client id GET /auth/ announces (the OIDC audience default)."
+    )
+    oidc_discovery_url: str | None = Field(
+        default=None,
+        description="OpenID Connect discovery URL (.../.well-known/openid-configuration) of an "
+        "identity provider whose tokens the server accepts.",
+    )
+    oidc_audience: str | None = Field(
+        default=None, description="Audience the provider's tokens must name (default: client id)."
+    )
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, description="Client secret for the password grant forwarded to the provider."
+    )
+    oidc_roles_claim: str = Field(
+        default="realm_access.roles",
+        description="Dotted path of the roles list in the provider's tokens (Keycloak's default).",
     )
     max_upload_bytes: int = Field(
         default=2 * 1024**3, gt=0, description="Largest request body accepted (HTTP 413 above)."

@@ -11,6 +11,7 @@ import typer
 
 from carina import __version__
 from carina.cli import archive as archive_commands
+from carina.cli import audit as audit_commands
 from carina.cli import automl as automl_commands
 from carina.cli import aws as aws_commands
 from carina.cli import client as client_commands
@@ -22,6 +23,7 @@ from carina.cli import images as image_commands
 from carina.cli import info as info_commands
 from carina.cli import model as model_commands
 from carina.cli import serve as serve_commands
+from carina.cli import users as users_commands
 from carina.cli import zoo as zoo_commands
 from carina.cli.console import err_console
 from carina.errors import CarinaError
@@ -45,6 +47,8 @@ app.command("validate")(engine_commands.validate)
 app.command("infer")(engine_commands.infer)
 app.command("export")(engine_commands.export)
 app.command("serve")(serve_commands.serve)
+app.add_typer(users_commands.app, name="users")
+app.command("audit")(audit_commands.audit)
 app.add_typer(client_commands.app, name="client")
 app.add_typer(aws_commands.app, name="aws")
 app.add_typer(fl_commands.app, name="fl")

@@ -23,6 +23,12 @@ def serve(
         "removed on stop).",
     ),
     workers: int = typer.Option(1, min=1, help="Server processes sharing the port."),
+    insecure_no_auth: bool = typer.Option(
+        False,
+        "--insecure-no-auth",
+        help="Serve on a non-loopback address with sign-in off (refused otherwise; see "
+        "docs/how-to/sign-in.md).",
+    ),
 ) -> None:
     """Serve the AIAA-compatible annotation API for every model under WORKSPACE/models/.
 
@@ -30,6 +36,7 @@ def serve(
     """
     from contextlib import AbstractContextManager, nullcontext
 
+    from carina.auth import Authenticator, check_exposure
     from carina.errors import CarinaError
     from carina.server.run import TlsFiles, prepare_admin_token, self_signed_tls, serve
     from carina.settings import Settings
@@ -39,6 +46,10 @@ def serve(
     if ssl_self_signed and ssl_certfile is not None:
         raise CarinaError("--ssl-self-signed and --ssl-certfile exclude each other")
     settings = Settings(workspace=workspace, host=host, port=port)
+    if insecure_no_auth:
+        settings = settings.model_copy(update={"insecure_no_auth": True})
+    mode = Authenticator.from_settings(settings, workspace.resolve()).mode
+    check_exposure(settings, mode)
     token = prepare_admin_token(settings)
     if token.generated:
         err_console.print(
@@ -56,4 +67,5 @@ def serve(
         scheme = "https" if tls else "http"
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         console.print(f"Carina annotation server on {scheme}://{shown}:{port} (API docs at /)")
+        console.print(f"sign-in: {mode}", highlight=False)
         serve(settings, workers=workers, tls=tls)

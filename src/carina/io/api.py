@@ -49,7 +49,9 @@ def load_volume(path: str | Path, *, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -
     return read_raster(path, image_format, max_bytes=max_bytes)
 
 
-def save_volume(volume: Volume, path: str | Path, *, compress_level: int | None = None) -> None:
+def save_volume(
+    volume: Volume, path: str | Path, *, compress_level: int | None = None, compress: bool = True
+) -> None:
     """Write ``volume`` to ``path`` atomically; the format comes from the suffix.
 
     Nothing appears at ``path`` unless the whole file was written: the data goes to a temporary
@@ -60,6 +62,8 @@ def save_volume(volume: Volume, path: str | Path, *, compress_level: int | None 
         path: ``.nii.gz``, ``.nii``, ``.nrrd``, ``.mha`` or ``.png``.
         compress_level: gzip level for ``.nii.gz``; by default 1 for label maps (one-byte integer
             or boolean arrays, which compress fast and well at 1) and 6 for intensity images.
+        compress: False writes ``.nrrd`` and ``.mha`` uncompressed (raw voxels, as browser
+            viewers read them fastest); ``.nii.gz`` is compressed by its name.
 
     Raises:
         ImageWriteError: unsupported suffix, an array the format cannot hold, or an OS error.
@@ -85,7 +89,7 @@ def save_volume(volume: Volume, path: str | Path, *, compress_level: int | None 
             else:
                 from carina.io.itk import write_itk
 
-                write_itk(volume, tmp)
+                write_itk(volume, tmp, compress=compress)
     except (ValueError, OSError, RuntimeError) as exc:
         raise ImageWriteError(path, str(exc)) from exc
 

@@ -166,6 +166,9 @@ class ModelKind:
         check: raises :class:`~carina.errors.ConfigError` (naming the file and key) when a
             valid serving config still cannot be served by this kind; reads files, not torch.
         scorer: builds the validation scorer of an archive of this kind (None: not scored).
+        monai_label_type: the model ``type`` MONAI Label's clients see in ``/info/``, which
+            decides where the Slicer and OHIF plugins offer it (``segmentation``: automatic;
+            ``deepgrow``: foreground and background points).
     """
 
     name: str
@@ -173,3 +176,4 @@ class ModelKind:
     load: Callable[[Archive, str | None], Runner]
     check: Callable[[Archive, ServingConfig], None] = needs_network
     scorer: ScorerFactory | None = None
+    monai_label_type: str = "segmentation"

@@ -79,4 +79,5 @@ DEEPGROW = ModelKind(
     load=load,
     check=check,
     scorer=scorer,
+    monai_label_type="deepgrow",
 )

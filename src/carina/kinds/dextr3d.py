@@ -44,4 +44,6 @@ DEXTR3D = ModelKind(
     guidance=Guidance.EXTREME_POINTS,
     load=load,
     scorer=scorer,
+    # The plugins drive it as a point model: the foreground points are its extreme points.
+    monai_label_type="deepgrow",
 )

@@ -2,7 +2,13 @@
 labels, promotion of a better model and rollback."""
 
 from carina.learning.jobs import (
+    DONE,
+    ERROR,
+    RUNNING,
+    STOPPED,
+    SUBMITTED,
     JobResult,
+    job_status,
     latest_job,
     request_stop,
     start_training,
@@ -12,10 +18,16 @@ from carina.learning.promotion import Decision, history, rollback
 from carina.learning.strategies import STRATEGIES, next_image
 
 __all__ = [
+    "DONE",
+    "ERROR",
+    "RUNNING",
+    "STOPPED",
     "STRATEGIES",
+    "SUBMITTED",
     "Decision",
     "JobResult",
     "history",
+    "job_status",
     "latest_job",
     "next_image",
     "request_stop",

@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -27,7 +29,14 @@ from typing import Any
 from carina.archive import Archive
 from carina.datastore import LocalDatastore, open_datastore
 from carina.errors import CarinaError, DatastoreError, WorkCancelledError
-from carina.files import atomic_write_bytes, exclusive_lock, is_stale, lock_holder, touch
+from carina.files import (
+    atomic_write_bytes,
+    exclusive_lock,
+    is_stale,
+    lock_holder,
+    owner_tag,
+    touch,
+)
 from carina.learning.promotion import Decision, decide, promote, record_refusal
 from carina.learning.training_set import write_training_set
 
@@ -82,12 +91,16 @@ def start_training(archive: Path, workspace: Path, *, device: str | None = None)
     pid. Follow it with :func:`latest_job`, stop it with :func:`request_stop`; its output goes to
     ``WORKSPACE/jobs/NAME.log``.
 
+    Until the process writes its job record, :func:`job_status` reports the job as
+    ``SUBMITTED`` (from ``WORKSPACE/jobs/NAME.submitted``), so that every replica sees at once
+    that training was started.
+
     Raises:
         DatastoreError: a job of this model is already running.
     """
     name = Archive.open(archive).name
-    lock = workspace / "jobs" / f"{name}.lock"
-    if lock.exists() and not is_stale(lock, max_age=LOCK_MAX_AGE, owner=lock_holder(lock)):
+    current = job_status(workspace, name)
+    if current is not None and current.get("status") in (SUBMITTED, RUNNING):
         raise DatastoreError(f"a training job of {name!r} is already running")
     command = [sys.executable, "-m", "carina", "train", str(archive), "--datastore", str(workspace)]
     if device:
@@ -96,11 +109,51 @@ def start_training(archive: Path, workspace: Path, *, device: str | None = None)
     log.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     output = [(os.POSIX_SPAWN_OPEN, 1, str(log), flags, 0o644), (os.POSIX_SPAWN_DUP2, 1, 2)]
-    return os.posix_spawn(sys.executable, command, os.environ, file_actions=output, setsid=True)
+    pid = os.posix_spawn(sys.executable, command, os.environ, file_actions=output, setsid=True)
+    marker = {"id": f"submitted-{_job_id()}", "model": name, "status": SUBMITTED}
+    marker.update(start_ts=_now(), owner=owner_tag(pid))
+    atomic_write_bytes(_marker(workspace, name), json.dumps(marker).encode())
+    return pid
+
+
+def job_status(workspace: Path, name: str) -> dict[str, Any] | None:
+    """What the newest job of model ``name`` is doing: its record; ``SUBMITTED`` while a
+    started process has not written one yet; ``ERROR`` for a job whose process is gone
+    without finishing (a record left ``RUNNING`` with its lock released or stale, or a
+    submitted process that died before it began). None when no job ever ran.
+    """
+    record = latest_job(workspace, name)
+    marker = _read_json(_marker(workspace, name))
+    if marker and (record is None or str(record.get("start_ts", "")) < marker["start_ts"]):
+        owner = str(marker.get("owner"))
+        if marker.get("status") == SUBMITTED and is_stale(
+            _marker(workspace, name), max_age=120.0, owner=owner
+        ):
+            gone = "the job's process ended before it began training (see jobs/NAME.log)"
+            return {**marker, "status": ERROR, "details": [gone]}
+        return marker
+    if record is not None and record.get("status") == RUNNING:
+        lock = workspace / "jobs" / f"{name}.lock"
+        if not lock.exists() or is_stale(lock, max_age=LOCK_MAX_AGE, owner=lock_holder(lock)):
+            gone = "the job's process ended without finishing (killed?)"
+            return {**record, "status": ERROR, "details": [gone]}
+    return record
 
 
 def request_stop(workspace: Path, name: str) -> Path | None:
-    """Ask the running job of model ``name`` to stop; its folder, or None when none runs."""
+    """Ask the running job of model ``name`` to stop (its folder), or end a submitted one that
+    has not begun training (this host's: its process group gets SIGTERM; the workspace's
+    ``jobs/NAME.submitted``); None when neither runs."""
+    status = job_status(workspace, name)
+    if status is not None and status.get("status") == SUBMITTED:
+        match = re.fullmatch(r"@(?P<host>[^@]+)@(?P<pid>\d+)@", str(status.get("owner", "")))
+        if match and f"@{match['host']}@" in owner_tag():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(match["pid"]), signal.SIGTERM)
+        details = ["stopped before it began training"]
+        stopped = {**status, "status": STOPPED, "end_ts": _now(), "details": details}
+        atomic_write_bytes(_marker(workspace, name), json.dumps(stopped).encode())
+        return _marker(workspace, name)
     running = [f for f in _job_folders(workspace, name) if job_record(f).get("status") == RUNNING]
     if not running:
         return None
@@ -110,8 +163,18 @@ def request_stop(workspace: Path, name: str) -> Path | None:
 
 def job_record(folder: Path) -> dict[str, Any]:
     """A job's ``job.json`` ({} when it has none yet)."""
-    path = folder / "job.json"
-    return dict(json.loads(path.read_text())) if path.is_file() else {}
+    return _read_json(folder / "job.json") or {}
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+def _marker(workspace: Path, name: str) -> Path:
+    return workspace / "jobs" / f"{name}.submitted"
 
 
 def latest_job(workspace: Path, name: str) -> dict[str, Any] | None:
@@ -130,7 +193,7 @@ def _run(
     device: str | None,
     progress: Callable[[dict[str, Any]], None] | None,
 ) -> JobResult:
-    job = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    job = _job_id()
     folder = workspace / "jobs" / name / job
     record = _Record(folder / "job.json", {"id": job, "model": name, "status": RUNNING})
     record.update(start_ts=_now())
@@ -264,6 +327,10 @@ def _job_folders(workspace: Path, name: str) -> list[Path]:
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _job_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 class _Record:

@@ -148,6 +148,11 @@ class BackgroundScorer:
         self._thread.start()
         return True
 
+    @property
+    def running(self) -> bool:
+        """Whether a scoring run is going."""
+        return self._thread is not None and self._thread.is_alive()
+
     def cancel(self, timeout: float = 10.0) -> None:
         """Stop a run (it ends within one flip) and wait for it."""
         self._cancelled.set()

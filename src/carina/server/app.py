@@ -14,20 +14,21 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carina import __version__
+from carina.auth import Role
 from carina.errors import PayloadTooLargeError, RequestTimeoutError
 from carina.kinds import Kinds
 from carina.server.docs import add_docs_routes
 from carina.server.errors import install_error_handlers
 from carina.server.openapi import DESCRIPTION, TAGS
-from carina.server.routers import admin, ops, session, v1
+from carina.server.routers import admin, datastore, monailabel, ops, session, v1
 from carina.server.routing import add_slash_twins
 from carina.server.services.logs import setup_logging
 from carina.server.services.tokens import bearer_matches
-from carina.server.state import Services
+from carina.server.state import Services, needs
 from carina.server.wire import error_response
 from carina.settings import Settings
 
@@ -69,19 +70,29 @@ def create_app(settings: Settings | None = None, *, kinds: Kinds | None = None) 
     )
     app.state.services = services
     install_error_handlers(app)
-    for module in (v1, session, admin, ops):
+    # NVIDIA's AIAA clients cannot send tokens: their routes follow CARINA_AIAA_ROUTES.
+    signed_in = [Depends(needs(Role.USER))]
+    aiaa = [] if settings.aiaa_routes == "open" else signed_in
+    if settings.aiaa_routes != "off":
+        app.include_router(v1.router, dependencies=aiaa)
+    app.include_router(session.router, dependencies=aiaa)
+    for module in (monailabel, datastore, admin, ops):
         app.include_router(module.router)
     add_docs_routes(app)
     add_slash_twins(app.router)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
+        # Tokens travel in the Authorization header, never in cookies: no credentials mode,
+        # so even an allow-list of "*" never lets a page borrow a user's session.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
-            allow_headers=["*"],
-            expose_headers=["Server-Timing", "X-Request-ID"],
+            allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            allow_credentials=False,
+            expose_headers=["Server-Timing", "X-Request-ID", "Content-Disposition"],
+            max_age=600,
         )
     app.add_middleware(RequestMiddleware, services=services)
     return app

@@ -21,6 +21,7 @@ from carina.errors import (
     CarinaError,
     ConfigError,
     DatasetError,
+    DatastoreError,
     FileError,
     GuidanceError,
     ServerBusyError,
@@ -41,6 +42,7 @@ STATUS: list[tuple[type[CarinaError], int]] = [
     (ArchiveError, 400),
     (UnsafeZipError, 400),
     (DatasetError, 400),
+    (DatastoreError, 422),
     (WorkCancelledError, 503),
 ]
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from carina.schemas import ErrorBody, ModelEntry, SessionCreated, SessionInfo
 
 TAG_API = "API (v1)"
 TAG_ADMIN_MODEL = "Admin (model)"
 TAG_ADMIN_OTHERS = "Admin (others)"
+TAG_MONAI_LABEL = "MONAI Label"
 
 TAGS = [
     {
@@ -30,6 +32,13 @@ TAGS = [
         "name": TAG_ADMIN_MODEL,
         "description": "Install, replace, reconfigure and remove models. Every call needs "
         "`Authorization: Bearer <admin token>`.",
+    },
+    {
+        "name": TAG_MONAI_LABEL,
+        "description": "What MONAI Label's 3D Slicer plugin, OHIF v3 extension and Python "
+        "client call: app info, inference on datastore images, the datastore, the next image, "
+        "training and sign-in. With sign-in on, `Authorization: Bearer <token>` from "
+        "`POST /auth/token`; roles user < annotator < reviewer < admin.",
     },
     {"name": TAG_ADMIN_OTHERS, "description": "Logs, health checks and metrics."},
 ]
@@ -52,7 +61,15 @@ DESCRIPTION = (
 #: Names of the security schemes (``components.securitySchemes``).
 ADMIN_TOKEN = "adminToken"
 API_TOKEN = "apiToken"
+USER_TOKEN = "userToken"
 SECURITY_SCHEMES = {
+    USER_TOKEN: {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "With sign-in on: a signed-in user's token from `POST /auth/token` (or "
+        "the identity provider's, with OIDC), carrying the role the route needs.",
+    },
     ADMIN_TOKEN: {
         "type": "http",
         "scheme": "bearer",
@@ -69,6 +86,8 @@ SECURITY_SCHEMES = {
 #: ``openapi_extra`` of the routes that take the optional API token, and of the admin routes.
 API_SECURITY: dict[str, Any] = {"security": [{}, {API_TOKEN: []}]}
 ADMIN_SECURITY: dict[str, Any] = {"security": [{ADMIN_TOKEN: []}]}
+#: ``openapi_extra`` of the MONAI Label routes: open, or a user's token, or the API token.
+USER_SECURITY: dict[str, Any] = {"security": [{}, {USER_TOKEN: []}, {API_TOKEN: []}]}
 
 MODELS_EXAMPLE = [
     {
@@ -179,6 +198,11 @@ _ERRORS = {
     413: "The request body is larger than `CARINA_MAX_UPLOAD_BYTES`.",
     429: "Too many requests from this address (`CARINA_RATE_LIMIT`): try again after "
     "`Retry-After` seconds.",
+    403: "Sign-in is on and the user's roles do not allow this route (user < annotator < "
+    "reviewer < admin).",
+    409: "The id is taken by another image.",
+    422: "The datastore refuses the label or image: unreadable, another grid than its image's, "
+    "values or segment names it does not have, a bad id or tag.",
     440: "Session Expired: `session_id` names a session that is unknown or expired.",
     501: "A feature this server does not enable.",
     503: "The inference queue is full: try again after `Retry-After` seconds.",
@@ -368,15 +392,90 @@ METRICS_RESPONSES: Responses = {
 }
 
 
+# -- MONAI Label --------------------------------------------------------------------------------
+
+_ML_401 = "Sign-in is on and the request has no valid token (or the server's API token is missing)."
+_ML_404 = "No such image, label, model, strategy, trainer or scoring method."
+_OBJECT = {"type": "object"}
+ML_FILE_ANSWER = {
+    "description": "The file, with its name in `Content-Disposition`.",
+    "content": {"application/octet-stream": _BINARY},
+}
+
+
+def ml_responses(ok: Responses, *statuses: int) -> Responses:
+    """The answers of a MONAI Label route: ``ok`` and the error ``statuses`` (plus 401, 429)."""
+    why = {401: _ML_401, 404: _ML_404}
+    return {**ok, **errors(*_ANY, *statuses, why=why)}
+
+
+def ml_json(example: object, description: str = "OK", schema: Any = None) -> Responses:
+    """A 200 JSON answer of a MONAI Label route."""
+    return json_ok(schema or _OBJECT, example, description)
+
+
+_ML_MODEL_EXAMPLE = {"type": "segmentation", "labels": ["L2", "L3"], "dimension": 3}
+ML_INFO_EXAMPLE: dict[str, Any] = {
+    "name": "Carina",
+    "labels": ["L2", "L3"],
+    "models": {"spine_ct_vertebrae": {**_ML_MODEL_EXAMPLE, "description": "L2-L3", "config": {}}},
+    "trainers": {"spine_ct_vertebrae": {"description": "Train on final labels", "config": {}}},
+    "strategies": {"random": {"description": "a random unlabelled image"}},
+    "datastore": {"total": 3, "completed": 1, "label_tags": {"final": 1}},
+}
+ML_TASK_EXAMPLE = {
+    "id": "20261203T101500000000Z",
+    "status": "RUNNING",
+    "start_ts": "2026-12-03 10:15:00",
+    "details": [],
+}
+ML_INFER_RESPONSES: Responses = {
+    200: {
+        "description": "By default `multipart/form-data`: `params` (JSON: `label_names`, "
+        "`latencies`) then the label map as a file part; `output=image`: the file alone; "
+        "`output=json`: the params alone.",
+        "headers": _SERVER_TIMING,
+        "content": {
+            "multipart/form-data": _MULTIPART_ANSWER,
+            "application/octet-stream": _BINARY,
+            "application/json": {"schema": _OBJECT, "example": {"label_names": {"L2": 1}}},
+        },
+    },
+    **errors(*_POOL, 403, 404, 422, 440, why={401: _ML_401, 404: _ML_404}),
+}
+ML_FILE_RESPONSES: Responses = ml_responses({200: ML_FILE_ANSWER}, 400, 403, 404, 422, 503, 504)
+ML_TASK_RESPONSES: Responses = ml_responses(ml_json(ML_TASK_EXAMPLE), 400, 403, 404)
+
+ML_ADD_RESPONSES: Responses = ml_responses(
+    ml_json({"image": "case"}), 400, 403, 408, 409, 413, 422, 503, 504
+)
+ML_DELETE_RESPONSES: Responses = ml_responses(ml_json({}), 400, 403, 404, 422, 503, 504)
+ML_LABEL_INFO_RESPONSES: Responses = ml_responses(
+    ml_json({"user": "ann", "ts": 0, "version": "..."}), 400, 403, 404, 422, 503, 504
+)
+ML_APPROVE_RESPONSES: Responses = ml_responses(
+    ml_json({"user": "ann", "ts": 0, "version": "..."}), 400, 403, 404, 408, 413, 422, 503, 504
+)
+
+
+def with_security(router: APIRouter, security: dict[str, Any]) -> None:
+    """Declare ``security`` on every route of ``router`` that declares none itself."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and "security" not in (route.openapi_extra or {}):
+            route.openapi_extra = {**(route.openapi_extra or {}), **security}
+
+
 def finish_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """Make FastAPI's schema say what the server sends, in place; running it again changes
     nothing. FastAPI's 422 answers (and their schemas) go: Carina answers a validation error
-    with 400 and the error body. The bearer token schemes are named."""
+    with 400 and the error body (a 422 is only a label the datastore refuses). The bearer
+    token schemes are named."""
     for item in schema.get("paths", {}).values():
         for operation in item.values():
             if isinstance(operation, dict) and "responses" in operation:
                 answers = operation["responses"]
-                answers.pop("422", None)
+                if "HTTPValidationError" in str(answers.get("422", "")):
+                    answers.pop("422")
                 operation["responses"] = dict(sorted(answers.items()))
     components = schema.setdefault("components", {})
     found = components.get("schemas", {})

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
 from fastapi.routing import APIRoute
+from starlette.background import BackgroundTask
 from starlette.routing import Route
 
+from carina.audit import opaque
 from carina.server.services.runner import InferenceRunner
 from carina.server.state import Services
 
@@ -105,3 +109,50 @@ def add_slash_twins(router: APIRouter) -> None:
         inner = getattr(included, "original_router", None)  # FastAPI's lazily included routers
         if isinstance(inner, APIRouter):
             add_slash_twins(inner)
+
+
+async def audit(
+    request: Request,
+    services: Services,
+    action: str,
+    target: str | None = None,
+    **detail: Any,
+) -> None:
+    """One line of the audit log for what the request did (in a thread: it is fsynced)."""
+    who = getattr(request.state, "principal", None)
+    await anyio.to_thread.run_sync(
+        lambda: services.audit.record(
+            actor=who.name if who is not None else "anonymous",
+            action=action,
+            target=target,
+            request_id=getattr(request.state, "request_id", None),
+            detail=detail or None,
+        )
+    )
+
+
+def image_target(image_id: str) -> str:
+    """How the audit log names an image: the datastore's digest of its id (an id may be a
+    patient's name)."""
+    return f"image:{opaque(image_id)}"
+
+
+def small_value(value: Any) -> bool:
+    """Whether a client's value is small enough to keep in a record (2000 characters as JSON)."""
+    return len(json.dumps(value, default=str)) <= 2000
+
+
+def download_scratch(services: Services) -> str:
+    """A folder for one download's files (removed by :func:`download` once it is sent)."""
+    return tempfile.mkdtemp(prefix="dl-", dir=services.scratch)
+
+
+def download(path: Path, name: str, scratch: Path) -> FileResponse:
+    """The file with a ``Content-Disposition`` file name (Slicer picks its reader by it); the
+    download's scratch folder goes once it is sent."""
+    return FileResponse(
+        path,
+        filename=name,
+        media_type="application/octet-stream",
+        background=BackgroundTask(shutil.rmtree, scratch, True),
+    )

@@ -7,14 +7,17 @@ import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
-from carina.errors import AuthError
+from carina.audit import AuditLog
+from carina.auth import OPEN, Authenticator, Principal, Role
+from carina.datastore import LocalDatastore, open_datastore
+from carina.errors import AuthError, ForbiddenError
 from carina.files import owned_folder, sweep_stale
 from carina.kinds import KINDS, Kinds
 from carina.server.services.aiaa import ImageSource
@@ -26,6 +29,9 @@ from carina.server.services.runner import InferenceRunner
 from carina.server.services.sessions import SessionStore
 from carina.server.services.tokens import admin_token, bearer_matches
 from carina.settings import Settings
+
+if TYPE_CHECKING:
+    from carina.learning.scores import BackgroundScorer
 
 #: Image reads that may wait for an I/O worker (more get HTTP 503 with ``Retry-After``).
 IO_QUEUE_LIMIT = 64
@@ -51,6 +57,10 @@ class Services:
     scratch: Path
     rate_limiter: RateLimiter
     in_flight: InFlight
+    auth: Authenticator
+    audit: AuditLog
+    store: LocalDatastore
+    scorer: BackgroundScorer | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, log_file: Path, kinds: Kinds | None = None) -> Services:
@@ -96,6 +106,9 @@ class Services:
             scratch=scratch_folder(),
             rate_limiter=RateLimiter(settings.rate_limit),
             in_flight=InFlight(settings.max_client_requests),
+            auth=Authenticator.from_settings(settings, workspace),
+            audit=AuditLog(workspace),
+            store=open_datastore(workspace, max_bytes=settings.max_image_bytes),
         )
 
     def start(self) -> None:
@@ -106,12 +119,42 @@ class Services:
         self.io.start()
 
     def stop(self) -> None:
-        """Finish the running jobs of both pools and stop them."""
+        """Finish the running jobs of both pools and stop them; end a scoring run."""
+        self.stop_scoring()
         self.runner.shutdown()
         self.io.shutdown()
 
+    def start_scoring(self, model_root: Path) -> dict[str, object]:
+        """Score the unlabelled images with ``model_root`` in the background (once per model
+        version: a run for the current weights is not repeated)."""
+        from carina.learning.scores import BackgroundScorer
+
+        if self.scorer is None or self.scorer.model_root != model_root:
+            self.stop_scoring()
+            self.scorer = BackgroundScorer(self.store, model_root)
+        self.scorer.poke()
+        return self.scoring_status()
+
+    def stop_scoring(self) -> None:
+        """End a scoring run (within one image) and wait for it."""
+        if self.scorer is not None:
+            self.scorer.cancel()
+
+    def scoring_status(self) -> dict[str, object]:
+        """The scoring run as MONAI Label reports a task: ``RUNNING`` or ``DONE`` (or ``{}``)."""
+        scorer = self.scorer
+        if scorer is None:
+            return {}
+        alive = scorer.running
+        return {"model": scorer.model_root.name, "status": "RUNNING" if alive else "DONE"}
+
     def image_source(
-        self, session_id: str | None, uploads: Sequence[Upload], scratch: Path
+        self,
+        session_id: str | None,
+        uploads: Sequence[Upload],
+        scratch: Path,
+        *,
+        stored: Path | None = None,
     ) -> ImageSource:
         """Where a call's image comes from, with this server's image and work limits."""
         return ImageSource(
@@ -120,6 +163,7 @@ class Services:
             scratch,
             self.settings.max_image_bytes,
             self.settings.max_work_bytes,
+            stored,
         )
 
 
@@ -155,14 +199,73 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 def require_admin(request: Request, services: ServicesDep) -> Services:
-    """The services, if the request carries the admin bearer token (every address, loopback too).
+    """The services, if the request carries the admin bearer token (every address, loopback too)
+    or, with sign-in on, a signed-in admin's token.
 
     Raises:
         AuthError: no or a wrong token.
+        ForbiddenError: a signed-in user who is not an admin.
     """
-    if not bearer_matches(request.headers.get("authorization"), services.admin_token):
+    header = request.headers.get("authorization")
+    if bearer_matches(header, services.admin_token):
+        request.state.principal = ADMIN_TOKEN
+        return services
+    if not services.auth.enabled or not header:
         raise AuthError("this route needs 'Authorization: Bearer <admin token>'")
+    _check_role(request, principal(request, services), Role.ADMIN)
     return services
 
 
 AdminDep = Annotated[Services, Depends(require_admin)]
+
+#: Who a request made with the admin token is.
+ADMIN_TOKEN = Principal("admin-token", frozenset({Role.ADMIN}), "admin-token")
+
+
+def principal(request: Request, services: ServicesDep) -> Principal:
+    """Who makes the request: the admin token's holder, a signed-in user (sign-in on), or
+    :data:`~carina.auth.OPEN` (sign-in off). Kept on the request for the audit log.
+
+    Raises:
+        AuthError: sign-in is on and the token is missing, expired or wrong.
+    """
+    known: Principal | None = getattr(request.state, "principal", None)
+    if known is not None:
+        return known
+    header = request.headers.get("authorization")
+    if bearer_matches(header, services.admin_token):
+        found = ADMIN_TOKEN
+    elif services.auth.enabled:
+        found = services.auth.verify(header)
+    else:
+        found = OPEN
+    request.state.principal = found
+    return found
+
+
+def needs(role: Role) -> Callable[[Request, Services], Principal]:
+    """A dependency: the request's :func:`principal`, if its roles include ``role`` (or one
+    above it).
+
+    Raises:
+        AuthError: not signed in (sign-in on).
+        ForbiddenError: signed in without the role.
+    """
+
+    def dependency(request: Request, services: ServicesDep) -> Principal:
+        return _check_role(request, principal(request, services), role)
+
+    dependency.__name__ = f"needs_{role.value}"
+    return dependency
+
+
+def _check_role(request: Request, who: Principal, role: Role) -> Principal:
+    if not who.has(role):
+        raise ForbiddenError(f"{who.name!r} may not do this: it needs the {role.value} role")
+    return who
+
+
+UserDep = Annotated[Principal, Depends(needs(Role.USER))]
+AnnotatorDep = Annotated[Principal, Depends(needs(Role.ANNOTATOR))]
+ReviewerDep = Annotated[Principal, Depends(needs(Role.REVIEWER))]
+AdminUserDep = Annotated[Principal, Depends(needs(Role.ADMIN))]

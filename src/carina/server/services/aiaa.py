@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from carina.errors import NotSupportedError, RequestError
-from carina.io import Volume
+from carina.io import Volume, load_volume
 from carina.io.checks import check_volume
 from carina.kinds import Guidance, InferenceRequest, InferenceResult, check_request
 from carina.schemas import ModelEntry, SessionInfo
@@ -132,7 +132,7 @@ def answer_params(
 
 @dataclass(frozen=True)
 class ImageSource:
-    """Where a call's image comes from: a session, or the uploaded file parts.
+    """Where a call's image comes from: a session, the uploaded file parts, or a stored file.
 
     Attributes:
         session_id: the session's id (its image is used; uploads are ignored).
@@ -140,6 +140,8 @@ class ImageSource:
         scratch: this request's folder for decoded copies.
         max_bytes: the largest decoded image accepted.
         max_work_bytes: the working memory the call may ask for.
+        stored: an image file (or DICOM series folder) on the server, such as a datastore
+            image, used when there is no session and no upload.
     """
 
     session_id: str | None
@@ -147,12 +149,17 @@ class ImageSource:
     scratch: Path
     max_bytes: int
     max_work_bytes: int = DEFAULT_MAX_WORK_BYTES
+    stored: Path | None = None
 
     @property
     def suffix(self) -> str:
         """The uploaded image's format suffix (``""`` for a session or an unknown format)."""
+        if self.session_id:
+            return ""
         chosen = choose_inputs(self.uploads)
-        return known_suffix(chosen[0].filename) if chosen and not self.session_id else ""
+        if chosen:
+            return known_suffix(chosen[0].filename)
+        return known_suffix(self.stored.name) if self.stored is not None else ""
 
     def read(self, sessions: SessionStore) -> Volume:
         """The image (the session's, else the upload's), checked: something a model can take.
@@ -163,6 +170,9 @@ class ImageSource:
         """
         if self.session_id:
             return check_volume(sessions.volume(self.session_id), source="the session's image")
+        if self.stored is not None and not self.uploads:
+            volume = load_volume(self.stored, max_bytes=self.max_bytes)
+            return check_volume(volume, source="the datastore image")
         return self.read_upload()
 
     def read_upload(self) -> Volume:
@@ -194,7 +204,7 @@ def prepare_inference(
         ModelNotFound, RequestError: as named.
     """
     info = registry.model(model)
-    if not source.session_id and not source.uploads:
+    if not source.session_id and not source.uploads and source.stored is None:
         raise RequestError("no image: upload one as a file part, or give a session_id")
     fields = request_fields(info.kind.guidance, params)
     result_format(params, input_suffix=source.suffix)

@@ -108,8 +108,8 @@ def _named_copy(upload: Upload, folder: Path, n: int) -> Path:
 def result_format(params: dict[str, Any], *, input_suffix: str) -> tuple[str, str]:
     """The result's file suffix and dtype name a call asks for: ``result_extension`` (default:
     ``.png`` for a PNG input, else ``.nii.gz``), ``result_dtype`` (``uint8`` default, ``uint16``)
-    as the browser clients send them; ``result_compress`` is only checked (results are always
-    compressed).
+    as the browser clients send them; ``result_compress`` is checked here (:func:`encode_result`
+    writes ``.nrrd`` and ``.mha`` raw when it is false).
 
     Raises:
         RequestError: an unknown format or dtype.
@@ -147,7 +147,8 @@ def encode_result(
     result = volume.with_array(array.astype(_DTYPES[dtype_name], copy=False))
     path = folder / f"result-{uuid.uuid4().hex}{suffix}"
     try:
-        save_volume(result, path)
+        compress = as_bool(params.get("result_compress", True), "result_compress")
+        save_volume(result, path, compress=compress)
         data = path.read_bytes()
     finally:
         path.unlink(missing_ok=True)
