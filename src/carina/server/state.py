@@ -212,7 +212,7 @@ def require_admin(request: Request, services: ServicesDep) -> Services:
         return services
     if not services.auth.enabled or not header:
         raise AuthError("this route needs 'Authorization: Bearer <admin token>'")
-    _check_role(request, principal(request, services), Role.ADMIN)
+    _check_role(principal(request, services), Role.ADMIN)
     return services
 
 
@@ -253,13 +253,13 @@ def needs(role: Role) -> Callable[[Request, Services], Principal]:
     """
 
     def dependency(request: Request, services: ServicesDep) -> Principal:
-        return _check_role(request, principal(request, services), role)
+        return _check_role(principal(request, services), role)
 
     dependency.__name__ = f"needs_{role.value}"
     return dependency
 
 
-def _check_role(request: Request, who: Principal, role: Role) -> Principal:
+def _check_role(who: Principal, role: Role) -> Principal:
     if not who.has(role):
         raise ForbiddenError(f"{who.name!r} may not do this: it needs the {role.value} role")
     return who

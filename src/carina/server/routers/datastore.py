@@ -330,22 +330,15 @@ async def _approve_or_note(
     responses=ML_APPROVE_RESPONSES,
     summary="Approve a final label (reviewers)",
 )
-async def put_label_info(
-    request: Request, services: ServicesDep, who: AnnotatorDep, label: str, tag: str = FINAL
-) -> Response:
-    async with request_scratch(services.scratch) as scratch:
-        params, _ = await read_form(request, scratch)
-    return await _approve_or_note(request, services, who, label, tag, params)
-
-
 @router.put(
     "/datastore/updatelabelinfo",
     responses=ML_APPROVE_RESPONSES,
     summary="Approve a final label (the Reviewer module)",
 )
-async def update_label_info(
+async def put_label_info(
     request: Request, services: ServicesDep, who: AnnotatorDep, label: str, tag: str = FINAL
 ) -> Response:
+    """Both paths MONAI Label has for label info (the second is its Reviewer module's)."""
     async with request_scratch(services.scratch) as scratch:
         params, _ = await read_form(request, scratch)
     return await _approve_or_note(request, services, who, label, tag, params)
@@ -389,7 +382,7 @@ async def get_dataset(request: Request, services: ServicesDep, who: AnnotatorDep
 async def activelearning(
     request: Request, services: ServicesDep, who: UserDep, strategy: str
 ) -> Response:
-    body = parse_params(await request.body()) if await request.body() else {}
+    body = parse_params(await request.body())
     holder = who.name if who.via != "open" else str(body.get("client_id") or who.name)
     found = await in_pool(
         request,

@@ -156,10 +156,12 @@ async def infer(
                 request, services, lambda: services.store.image_path(image), pool=services.io
             )
         source = services.image_source(session_id, images, scratch, stored=stored)
-        info = services.registry.model(model)
-        translated = monailabel.carina_params(info, params)
-        store_labels = [n for _, n in sorted(services.store.label_names().items())]
-        names = monailabel.label_names(info, params, store_labels)
+        info, translated, names = await in_pool(
+            request,
+            services,
+            lambda: monailabel.prepare(services.registry, services.store, model, params),
+            pool=services.io,
+        )
         result = await _run(request, services, source, model, params, translated)
         services.metrics.observe_stages(result.timings)
     answer = {**result.params, "label_names": names, "latencies": _latencies(result.timings)}
@@ -241,15 +243,13 @@ async def _keep_original(
     summary="Start every trainer named in the body (all when none)",
 )
 async def train_all(request: Request, services: ServicesDep, who: AdminUserDep) -> Response:
-    body = parse_params(await request.body()) if await request.body() else {}
+    body = parse_params(await request.body())
     names = [info.name for info in training.trainable(services.registry)]
     chosen = [name for name in body if name in names] or names
     answer = {}
     for name in chosen:
         started = await anyio.to_thread.run_sync(
-            lambda n=name: training.start(  # type: ignore[misc]
-                services.registry, services.workspace, n, services.settings.device
-            )
+            training.start, services.registry, services.workspace, name, services.settings.device
         )
         answer[name] = {"result": started, "detail": started.get("details")}
         await audit(request, services, "train", f"model:{name}")
@@ -327,7 +327,7 @@ async def start_scoring(
 ) -> Response:
     if method != "uncertainty":
         raise NotFoundError(f"no scoring method {method[:64]!r} (methods: uncertainty)")
-    body = parse_params(await request.body()) if await request.body() else {}
+    body = parse_params(await request.body())
     model = mldatastore.scoring_model(services.registry, body.get("model"))
     status = await anyio.to_thread.run_sync(services.start_scoring, model)
     await audit(request, services, "score", f"model:{model.name}")

@@ -19,7 +19,6 @@ import numpy as np
 
 from carina.datastore import (
     ORIGINAL,
-    ImageStatus,
     LocalDatastore,
 )
 from carina.errors import (
@@ -29,7 +28,7 @@ from carina.io import load_volume
 from carina.kinds import Guidance
 from carina.server.services.aiaa import ImageSource
 from carina.server.services.inference import InferenceOutput, Upload, encode_result, known_suffix
-from carina.server.services.mldatastore import adopted_names, checksum, remap_by_name
+from carina.server.services.mldatastore import adopted_names, checksum, listing, remap_by_name
 from carina.server.services.registry import ModelInfo, ModelRegistry
 from carina.server.services.sessions import SessionStore
 from carina.server.services.training import train_stats, trainable
@@ -75,11 +74,6 @@ def app_info(
         }
         for info in trainable(registry)
     }
-    records = store.images()
-    tags: dict[str, int] = {}
-    for record in records:
-        for tag in record.labels:
-            tags[tag] = tags.get(tag, 0) + 1
     return {
         "name": "Carina",
         "description": "Carina annotation server (MONAI Label API)",
@@ -90,11 +84,7 @@ def app_info(
         "strategies": {name: {"description": text} for name, text in STRATEGIES.items()},
         "scoring": {"uncertainty": {"description": SCORING_DESCRIPTION}},
         "train_stats": {name: train_stats(workspace, name) for name in trainers},
-        "datastore": {
-            "total": len(records),
-            "completed": sum(r.status != ImageStatus.UNLABELLED for r in records),
-            "label_tags": tags,
-        },
+        "datastore": listing(store, "stats"),
     }
 
 
@@ -224,6 +214,20 @@ def weights_file(registry: ModelRegistry, name: str) -> Path:
     root = registry.folder / info.name
     scripted = root / "models" / "model.ts"
     return scripted if scripted.is_file() else root / info.spec.model_file
+
+
+def prepare(
+    registry: ModelRegistry, store: LocalDatastore, model: str, params: dict[str, Any]
+) -> tuple[ModelInfo, dict[str, Any] | None, dict[str, int]]:
+    """A MONAI Label inference call before its image is read: the model, the params as
+    Carina's kinds take them (:func:`carina_params`) and the answer's ``label_names``.
+
+    Raises:
+        ModelNotFound: no such model.
+    """
+    info = registry.model(model)
+    store_labels = [name for _, name in sorted(store.label_names().items())]
+    return info, carina_params(info, params), label_names(info, params, store_labels)
 
 
 def image_uploads(uploads: Sequence[Upload]) -> list[Upload]:
