@@ -99,6 +99,12 @@ class WorkCancelledError(CarinaError):
     """Work stopped because it was cancelled: its time ran out or its client went away."""
 
 
+class ModelRunError(CarinaError):
+    """A model failed on an image: a step of its pipeline raised (an image the model does not fit,
+    a component that needs a package this installation lacks). The message names the model, the
+    step and the cause."""
+
+
 class GuidanceError(CarinaError):
     """Clicks or extreme points an interactive model cannot use (too few, outside the image)."""
 

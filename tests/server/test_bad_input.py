@@ -251,3 +251,40 @@ def test_optional_features_and_empty_guidance(client: TestClient, spine_ct_path:
         data={"params": '{"foreground": [], "background": [[1, 2, 3]]}'},
     )
     assert answer.status_code == 200 and answer.json()["foreground"] == []
+
+
+def test_a_model_that_does_not_fit_the_image(
+    client: TestClient, workspace: Path, spine_ct_path: Path
+) -> None:
+    """A two-channel model given a one-channel CT: 422 naming the model, the step and the cause,
+    through both APIs; the traceback stays in the server log."""
+    import shutil
+
+    import torch
+
+    from carina.archive import Archive
+    from carina.engine.network import build_network
+
+    target = workspace / "models" / "two_channel"
+    shutil.copytree(workspace / "models" / "spine_ct_vertebrae", target)
+    config_file = target / "config" / "config_aiaa.json"
+    config = json.loads(config_file.read_text())
+    network = Archive.open(target).serving_pipeline().resolved.content["network_def"]
+    config["network_def"] = {**network, "in_channels": 2}
+    config_file.write_text(json.dumps(config))
+    torch.save(
+        build_network(Archive.open(target).serving_pipeline().resolved).state_dict(),
+        target / "models" / "model.pt",
+    )
+    image = spine_ct_path.read_bytes()
+    answers = [
+        client.post(
+            "/v1/segmentation?model=two_channel", files=upload(image), data={"params": "{}"}
+        ),
+        client.post("/infer/two_channel", files={"file": ("ct.nii.gz", image)}),
+    ]
+    for answer in answers:
+        status, kind, message = error_of(answer)
+        assert (status, kind) == (422, "ModelRunError"), message
+        assert message.startswith("two_channel: the model failed on this image"), message
+        assert "channels" in message and "Traceback" not in message

@@ -117,6 +117,7 @@ def infer(
 ) -> None:
     """Segment images; each label map keeps its input's exact geometry."""
     from carina.archive import Archive
+    from carina.engine.failures import model_failures
     from carina.engine.predict import Predictor
 
     predictor = Predictor.from_archive(Archive.open(archive), device=device, batch=True)
@@ -124,7 +125,8 @@ def infer(
     for image in images:
         stem = image.name.split(".")[0] or image.name
         target = output / f"{stem}_seg{suffix}"
-        prediction = predictor.predict_to_file(image, target)
+        with model_failures(archive.name):
+            prediction = predictor.predict_to_file(image, target)
         total = sum(prediction.timings.values())
         console.print(f"{image.name} -> {target.name} ({total:.2f} s)", highlight=False)
 

@@ -24,6 +24,7 @@ from carina.errors import (
     DatastoreError,
     FileError,
     GuidanceError,
+    ModelRunError,
     ServerBusyError,
     TooManyRequestsError,
     UnsafeZipError,
@@ -43,6 +44,7 @@ STATUS: list[tuple[type[CarinaError], int]] = [
     (UnsafeZipError, 400),
     (DatasetError, 400),
     (DatastoreError, 422),
+    (ModelRunError, 422),
     (WorkCancelledError, 503),
 ]
 

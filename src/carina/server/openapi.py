@@ -50,9 +50,10 @@ DESCRIPTION = (
     "an `image` part (gzip NIfTI unless `result_extension` says otherwise); `output=image` "
     "answers the file alone (`application/octet-stream`), `output=json` the params alone. "
     'Every error is `{"error": {"message": [...], "type": ...}, "success": false}` '
-    "(`ErrorBody`): 400 for any bad input (never 422), 401 without the token a route needs, "
+    "(`ErrorBody`): 400 for any bad input, 401 without the token a route needs, "
     "404 for an unknown model, session or path, 405 (with `Allow`) for a method the path does "
-    "not take, 413 for a body over the limit, 440 for an expired session on an inference call, "
+    "not take, 413 for a body over the limit, 422 when a model fails on the image (the model, "
+    "step and cause named), 440 for an expired session on an inference call, "
     "501 for a feature not enabled, 503 (with `Retry-After`) when the queue is full and 504 "
     "when an inference runs past the time limit. Every path answers with and without a "
     "trailing slash, never with a redirect."
@@ -283,6 +284,11 @@ _MULTIPART_ANSWER = {
 }
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 
+_MODEL_422 = (
+    "The model failed on this image (`ModelRunError`): the message names the model, the step of "
+    "its pipeline and the cause, e.g. a two-channel model given a one-channel image."
+)
+
 INFERENCE_RESPONSES: Responses = {
     200: {
         "description": "By default `multipart/form-data`: `params` (JSON) then the label map "
@@ -297,7 +303,7 @@ INFERENCE_RESPONSES: Responses = {
             },
         },
     },
-    **errors(*_POOL, 404, 440, why={404: "No such model."}),
+    **errors(*_POOL, 404, 422, 440, why={404: "No such model.", 422: _MODEL_422}),
 }
 MODELS_RESPONSES: Responses = {
     **json_ok(
@@ -429,6 +435,10 @@ ML_TASK_EXAMPLE = {
     "start_ts": "2026-12-03 10:15:00",
     "details": [],
 }
+_ML_422 = (
+    "The datastore refuses the `label` part, or the model failed on this image "
+    "(`ModelRunError`: the model, the failing step and the cause)."
+)
 ML_INFER_RESPONSES: Responses = {
     200: {
         "description": "By default `multipart/form-data`: `params` (JSON: `label_names`, "
@@ -441,7 +451,7 @@ ML_INFER_RESPONSES: Responses = {
             "application/json": {"schema": _OBJECT, "example": {"label_names": {"L2": 1}}},
         },
     },
-    **errors(*_POOL, 403, 404, 422, 440, why={401: _ML_401, 404: _ML_404}),
+    **errors(*_POOL, 403, 404, 422, 440, why={401: _ML_401, 404: _ML_404, 422: _ML_422}),
 }
 ML_FILE_RESPONSES: Responses = ml_responses({200: ML_FILE_ANSWER}, 400, 403, 404, 422, 503, 504)
 ML_TASK_RESPONSES: Responses = ml_responses(ml_json(ML_TASK_EXAMPLE), 400, 403, 404)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from carina.engine.failures import model_failures
 from carina.errors import NotSupportedError, RequestError
 from carina.io import Volume, load_volume
 from carina.io.checks import check_volume
@@ -236,10 +237,12 @@ def infer(
     Raises:
         ModelNotFound, GuidanceError, ImageReadError: the model went away, or cannot use this
             image or guidance.
+        ModelRunError: a step of the model's pipeline failed on this image.
     """
     request = InferenceRequest(image, **prepared.fields, max_work_bytes=source.max_work_bytes)
     check_request(request, prepared.info.spec)
-    result = registry.runner(prepared.info.name).run(request)
+    with model_failures(prepared.info.name):
+        result = registry.runner(prepared.info.name).run(request)
     params = prepared.params
     data, name, write = encode_result(
         result.label, params, input_suffix=source.suffix, folder=source.scratch
