@@ -1,5 +1,6 @@
 """The annotation server over HTTP: start time, idle memory, health under load, HTTP overhead and
-throughput of ``carina serve``, beside MONAI Label 0.8.5's figures from DESIGN.md. Prints JSON.
+throughput of ``carina serve``, its MONAI Label routes, and MONAI Label 0.8.5 itself side by side
+(``--monailabel W``, see ``server_peer.py``; DESIGN.md's figures otherwise). Prints JSON.
 
 Each server is a ``carina serve`` subprocess in its own process group on a free port, over a
 temporary workspace with ``spine_ct_vertebrae`` installed; every one is stopped (SIGTERM to the
@@ -11,6 +12,7 @@ and the in-process pipeline it is compared with get the same torch thread count 
 their runs alternate so that both see the same background load.
 
     python benchmarks/server.py [--quick] [--requests 3] [--per-client 1] [--threads N]
+                                [--monailabel W]
 
 On the 2-core reference machine one 256x256x128 request of this model takes about 16 s (840
 sliding windows of 48x40x32; argmax post-processing 2.4 s of it), so the full run takes about
@@ -32,7 +34,6 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -47,7 +48,8 @@ from scipy import ndimage
 from carina.data import locate_sample
 from carina.io import Volume, load_volume, save_volume
 from carina.zoo import load_index
-from server_monailabel import info_under_inference, monai_label_vs_aiaa, upload
+from server_monailabel import abba, info_under_inference, monai_label_vs_aiaa, upload
+from server_peer import side_by_side, spawn_until_info
 
 MODEL = "spine_ct_vertebrae"
 #: Every zoo model: the MONAI Label routes are measured on a server holding all of them.
@@ -356,13 +358,16 @@ def inprocess_pipeline(
 def http_overhead(
     url: str, image: bytes, inprocess: Callable[[], dict[str, float]], repeats: int
 ) -> dict[str, Any]:
-    """``repeats`` pairs of one HTTP request and one in-process run, alternated so that both see
-    the same background load; medians, the overhead share and the stages on both sides."""
+    """``repeats`` pairs of one HTTP request and one in-process run, in ABBA order so that both
+    see the same background load; medians, the overhead share and the stages on both sides."""
     replies, rows = [], []
     with httpx.Client(timeout=1800.0) as client:
-        for _ in range(repeats):
-            replies.append(segment(client, url, image))
-            rows.append(inprocess())
+        for repeat in range(repeats):
+            for side in abba(["http", "inprocess"], repeat):
+                if side == "http":
+                    replies.append(segment(client, url, image))
+                else:
+                    rows.append(inprocess())
     failed = [r.status for r in replies if r.status != 200]
     if failed:
         raise RuntimeError(f"sequential segmentation requests failed: {failed}")
@@ -392,35 +397,23 @@ def http_overhead(
     }
 
 
-def monai_label_check(folder: Path) -> dict[str, Any]:
-    """Whether ``pip download monailabel`` works here and what the wheel would pull in.
+def carina_for_peer(
+    threads: int,
+) -> Callable[[Path, int], tuple[subprocess.Popen[bytes], str, float]]:
+    """How the side-by-side starts ``carina serve``: no preloading, ready at ``GET /info/``."""
+    env = server_env(threads=threads, workers=1, queue_limit=8, preload=False)
 
-    Nothing is installed: MONAI Label needs its own environment (see the note returned).
-    """
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(folder)]
-    try:
-        done = subprocess.run([*command, "monailabel"], capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        return {"run": "not run here", "pip_download": "timed out after 120 s"}
-    wheels = sorted(folder.glob("monailabel-*.whl"))
-    if done.returncode or not wheels:
-        return {"run": "not run here", "pip_download": f"failed: {done.stderr.strip()[-300:]}"}
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        metadata = next(n for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
-        requires = [
-            line.split(":", 1)[1].strip()
-            for line in wheel.read(metadata).decode().splitlines()
-            if line.startswith("Requires-Dist:")
-        ]
-    heavy = [r for r in requires if r.startswith(("monai[", "sam2", "dicomweb-client"))]
-    return {
-        "run": "not run here",
-        "pip_download": wheels[0].name,
-        "requires_dist": len(requires),
-        "heavy_requirements": heavy,
-        "why": "it needs a separate environment (MONAI with most extras, SAM2, DICOMweb, "
-        "numpymaxflow); the baseline figures below are DESIGN.md's",
-    }
+    def start(workspace: Path, port: int) -> tuple[subprocess.Popen[bytes], str, float]:
+        url = f"http://127.0.0.1:{port}"
+        command = [carina_command(), "serve", "--workspace", str(workspace)]
+        command += ["--host", "127.0.0.1", "--port", str(port)]
+        log = workspace.parent / f"carina-{port}.log"
+        process, seconds = spawn_until_info(
+            command, env, url, log, cwd=workspace.parent, timeout=120.0
+        )
+        return process, url, seconds
+
+    return start
 
 
 def main() -> None:
@@ -430,6 +423,12 @@ def main() -> None:
     parser.add_argument("--per-client", type=int, default=1, help="requests per throughput client")
     parser.add_argument("--starts", type=int, default=3, help="server starts timed")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--monailabel",
+        type=Path,
+        default=os.environ.get("CARINA_BENCH_MONAILABEL"),
+        help="the folder W of ../shared/peers/monailabel_setup.sh: MONAI Label 0.8.5 side by side",
+    )
     args = parser.parse_args()
     shape = QUICK_SHAPE if args.quick else SHAPE
     repeats = 2 if args.quick else args.requests
@@ -483,7 +482,23 @@ def main() -> None:
             )
             routes = monai_label_vs_aiaa(server.url, image, repeats=repeats * 2)
 
-        monai_label = monai_label_check(root / "monailabel")
+        # 8: MONAI Label 0.8.5 itself on the same image and network.
+        if args.monailabel is None:
+            monai_label: dict[str, Any] = {
+                "run": "not run: set up the peer with ../shared/peers/monailabel_setup.sh "
+                "and pass --monailabel W (or CARINA_BENCH_MONAILABEL=W)"
+            }
+        else:
+            monai_label = side_by_side(
+                args.monailabel,
+                root,
+                carina_server=carina_for_peer(args.threads),
+                rss_mib=tree_rss_mib,
+                free_port=free_port,
+                threads=args.threads,
+                starts=args.starts,
+                repeats=repeats * 2,
+            )
 
     health = poll.summary()
     result = {
@@ -528,6 +543,7 @@ def main() -> None:
             "throughput_failures": "0",
             "info_p99_ms_while_4_inferences": "<= 20 with 5 models",
             "infer_monai_label_vs_aiaa_ratio": "<= 1.05",
+            "monai_label_side_by_side": "ratios Carina / MONAI Label 0.8.5, measured in this run",
         },
     }
     print(json.dumps(result, indent=2))
