@@ -13,7 +13,7 @@ import json
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -101,6 +101,10 @@ class TrainSettings(_Strict):
     search: list[dict[str, Any]] = Field(default_factory=list)
 
 
+#: A colour as ``[r, g, b]``, each 0-255.
+RGB = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)]
+
+
 class ServingConfig(_Strict):
     """What a model is and how it is served: the one typed form of every serving description.
 
@@ -122,6 +126,8 @@ class ServingConfig(_Strict):
         deepgrow: ``"2D"`` or ``"3D"`` for DeepGrow (and pipeline) models, else None.
         meta_data: extra information clients are shown with the model (Clara's ``meta_data`` or
             ``additional_info``).
+        label_colors: the colour of some labels, by name, as ``[r, g, b]`` (0-255); viewers draw
+            the others in Carina's palette.
         preprocessing, inferer, postprocessing, network_def: the components, in Bundle syntax.
     """
 
@@ -142,6 +148,7 @@ class ServingConfig(_Strict):
     window: float | None = Field(default=None, gt=0)
     deepgrow: Literal["2D", "3D"] | None = None
     meta_data: dict[str, Any] = Field(default_factory=dict)
+    label_colors: dict[str, RGB] = Field(default_factory=dict)
 
     @field_validator("version", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ TAG_API = "API (v1)"
 TAG_ADMIN_MODEL = "Admin (model)"
 TAG_ADMIN_OTHERS = "Admin (others)"
 TAG_MONAI_LABEL = "MONAI Label"
+TAG_VIEWER = "Viewer"
 
 TAGS = [
     {
@@ -39,6 +40,11 @@ TAGS = [
         "client call: app info, inference on datastore images, the datastore, the next image, "
         "training and sign-in. With sign-in on, `Authorization: Bearer <token>` from "
         "`POST /auth/token`; roles user < annotator < reviewer < admin.",
+    },
+    {
+        "name": TAG_VIEWER,
+        "description": "What the browser viewer at `/viewer/` calls beyond the MONAI Label "
+        "routes: an image as NIfTI. Same sign-in as the MONAI Label routes.",
     },
     {"name": TAG_ADMIN_OTHERS, "description": "Logs, health checks and metrics."},
 ]
@@ -244,10 +250,10 @@ def errors(*statuses: int, admin: bool = False, why: Mapping[int, str] | None = 
 
 
 #: Errors of every route but the health checks: the API token (or admin token), the rate limit.
-_ANY = (401, 429)
+ANY_ROUTE = (401, 429)
 #: Errors of a route that reads a body, and of one that also runs in the worker pool.
-_BODY = (*_ANY, 400, 408, 413)
-_POOL = (*_BODY, 503, 504)
+_BODY = (*ANY_ROUTE, 400, 408, 413)
+POOL = (*_BODY, 503, 504)
 
 
 def json_ok(model: Any, example: object, description: str = "OK") -> Responses:
@@ -261,14 +267,14 @@ def json_ok(model: Any, example: object, description: str = "OK") -> Responses:
     return {200: entry}
 
 
-_SERVER_TIMING = {
+SERVER_TIMING = {
     "Server-Timing": {
         "description": "time of each stage in ms: read, pre, infer, post, write",
         "required": True,
         "schema": _TEXT,
     }
 }
-_MULTIPART_ANSWER = {
+MULTIPART_ANSWER = {
     "schema": {
         "type": "object",
         "required": ["params"],
@@ -282,7 +288,7 @@ _MULTIPART_ANSWER = {
         "image": {"contentType": "application/octet-stream"},
     },
 }
-_BINARY = {"schema": {"type": "string", "format": "binary"}}
+BINARY = {"schema": {"type": "string", "format": "binary"}}
 
 _MODEL_422 = (
     "The model failed on this image (`ModelRunError`): the message names the model, the step of "
@@ -293,17 +299,17 @@ INFERENCE_RESPONSES: Responses = {
     200: {
         "description": "By default `multipart/form-data`: `params` (JSON) then the label map "
         "`image`; with `output=image` the file alone, with `output=json` the params alone.",
-        "headers": _SERVER_TIMING,
+        "headers": SERVER_TIMING,
         "content": {
-            "multipart/form-data": _MULTIPART_ANSWER,
-            "application/octet-stream": _BINARY,
+            "multipart/form-data": MULTIPART_ANSWER,
+            "application/octet-stream": BINARY,
             "application/json": {
                 "schema": {"type": "object"},
                 "example": {"points": [[30, 20, 10]], "bbox": [[10, 5, 3], [40, 30, 20]]},
             },
         },
     },
-    **errors(*_POOL, 404, 422, 440, why={404: "No such model.", 422: _MODEL_422}),
+    **errors(*POOL, 404, 422, 440, why={404: "No such model.", 422: _MODEL_422}),
 }
 MODELS_RESPONSES: Responses = {
     **json_ok(
@@ -311,7 +317,7 @@ MODELS_RESPONSES: Responses = {
         MODELS_EXAMPLE,
         "Every model, or with `model=NAME` that model's entry alone.",
     ),
-    **errors(*_ANY, 400, 404, why={404: "`model=` names no installed model."}),
+    **errors(*ANY_ROUTE, 400, 404, why={404: "`model=` names no installed model."}),
 }
 MASK2POLYGON_RESPONSES: Responses = {
     **json_ok(
@@ -319,54 +325,54 @@ MASK2POLYGON_RESPONSES: Responses = {
         [[[[10, 12], [11, 14], [13, 12]]], []],
         "One entry per slice k: a list of polygons of [j, i] vertices.",
     ),
-    **errors(*_POOL),
+    **errors(*POOL),
 }
 FIXPOLYGON_RESPONSES: Responses = {
     200: {
         "description": '`multipart/form-data`: `{"poly": ...}` (JSON) then the mask `image`.',
-        "content": {"multipart/form-data": _MULTIPART_ANSWER},
+        "content": {"multipart/form-data": MULTIPART_ANSWER},
     },
-    **errors(*_POOL),
+    **errors(*POOL),
 }
 SESSION_CREATED: Responses = {
     **json_ok(
         SessionCreated,
         {"session_id": SESSION_INFO_EXAMPLE["name"], "session_info": SESSION_INFO_EXAMPLE},
     ),
-    **errors(*_POOL, 501, why={501: "Pulling a series from a DICOM server is not enabled."}),
+    **errors(*POOL, 501, why={501: "Pulling a series from a DICOM server is not enabled."}),
 }
 _SESSION_404 = "No such session (never created, expired, deleted, or a malformed id)."
 SESSION_INFO: Responses = {
     **json_ok(SessionInfo, SESSION_INFO_EXAMPLE),
-    **errors(*_ANY, 400, 404, why={400: "A bad `update_ts`.", 404: _SESSION_404}),
+    **errors(*ANY_ROUTE, 400, 404, why={400: "A bad `update_ts`.", 404: _SESSION_404}),
 }
 SESSION_DELETED: Responses = {
     **json_ok(SessionInfo, SESSION_INFO_EXAMPLE, "The deleted session's last info."),
-    **errors(*_ANY, 404, why={404: _SESSION_404}),
+    **errors(*ANY_ROUTE, 404, why={404: _SESSION_404}),
 }
 _MODEL_404 = "No such model."
 MODEL_CONFIG: Responses = {
     **json_ok({"type": "object"}, CONFIG_EXAMPLE, "The model's `config_aiaa.json`."),
-    **errors(*_ANY, 400, 404, admin=True, why={404: _MODEL_404}),
+    **errors(*ANY_ROUTE, 400, 404, admin=True, why={404: _MODEL_404}),
 }
 MODEL_INSTALLED: Responses = {
     **json_ok(ModelEntry, MODELS_EXAMPLE[1], "The model's new entry."),
-    **errors(*_POOL, 501, admin=True, why={501: "Downloading models from NGC is not enabled."}),
+    **errors(*POOL, 501, admin=True, why={501: "Downloading models from NGC is not enabled."}),
 }
 MODEL_PATCHED: Responses = {
     **json_ok(ModelEntry, MODELS_EXAMPLE[1], "The model's new entry."),
-    **errors(*_POOL, 404, admin=True, why={404: _MODEL_404}),
+    **errors(*POOL, 404, admin=True, why={404: _MODEL_404}),
 }
 MODEL_DELETED: Responses = {
     **json_ok(ModelEntry, MODELS_EXAMPLE[1], "The removed model's last entry."),
-    **errors(*_ANY, 400, 404, admin=True, why={404: _MODEL_404}),
+    **errors(*ANY_ROUTE, 400, 404, admin=True, why={404: _MODEL_404}),
 }
 LOGS_RESPONSES: Responses = {
     200: {
         "description": "The last lines of this replica's log (JSON lines).",
         "content": {"text/plain": {"schema": _TEXT}},
     },
-    **errors(*_ANY, 400, admin=True),
+    **errors(*ANY_ROUTE, 400, admin=True),
 }
 _STATUS_OK = {"type": "object", "required": ["status"], "properties": {"status": _TEXT}}
 LIVE_RESPONSES: Responses = json_ok(_STATUS_OK, {"status": "ok"}, "The process answers.")
@@ -394,78 +400,11 @@ METRICS_RESPONSES: Responses = {
         "description": "Prometheus text exposition format (version 1.0.0).",
         "content": {"text/plain": {"schema": _TEXT}},
     },
-    **errors(*_ANY),
+    **errors(*ANY_ROUTE),
 }
 
 
 # -- MONAI Label --------------------------------------------------------------------------------
-
-_ML_401 = "Sign-in is on and the request has no valid token (or the server's API token is missing)."
-_ML_404 = "No such image, label, model, strategy, trainer or scoring method."
-_OBJECT = {"type": "object"}
-ML_FILE_ANSWER = {
-    "description": "The file, with its name in `Content-Disposition`.",
-    "content": {"application/octet-stream": _BINARY},
-}
-
-
-def ml_responses(ok: Responses, *statuses: int) -> Responses:
-    """The answers of a MONAI Label route: ``ok`` and the error ``statuses`` (plus 401, 429)."""
-    why = {401: _ML_401, 404: _ML_404}
-    return {**ok, **errors(*_ANY, *statuses, why=why)}
-
-
-def ml_json(example: object, description: str = "OK", schema: Any = None) -> Responses:
-    """A 200 JSON answer of a MONAI Label route."""
-    return json_ok(schema or _OBJECT, example, description)
-
-
-_ML_MODEL_EXAMPLE = {"type": "segmentation", "labels": ["L2", "L3"], "dimension": 3}
-ML_INFO_EXAMPLE: dict[str, Any] = {
-    "name": "Carina",
-    "labels": ["L2", "L3"],
-    "models": {"spine_ct_vertebrae": {**_ML_MODEL_EXAMPLE, "description": "L2-L3", "config": {}}},
-    "trainers": {"spine_ct_vertebrae": {"description": "Train on final labels", "config": {}}},
-    "strategies": {"random": {"description": "a random unlabelled image"}},
-    "datastore": {"total": 3, "completed": 1, "label_tags": {"final": 1}},
-}
-ML_TASK_EXAMPLE = {
-    "id": "20261203T101500000000Z",
-    "status": "RUNNING",
-    "start_ts": "2026-12-03 10:15:00",
-    "details": [],
-}
-_ML_422 = (
-    "The datastore refuses the `label` part, or the model failed on this image "
-    "(`ModelRunError`: the model, the failing step and the cause)."
-)
-ML_INFER_RESPONSES: Responses = {
-    200: {
-        "description": "By default `multipart/form-data`: `params` (JSON: `label_names`, "
-        "`latencies`) then the label map as a file part; `output=image`: the file alone; "
-        "`output=json`: the params alone.",
-        "headers": _SERVER_TIMING,
-        "content": {
-            "multipart/form-data": _MULTIPART_ANSWER,
-            "application/octet-stream": _BINARY,
-            "application/json": {"schema": _OBJECT, "example": {"label_names": {"L2": 1}}},
-        },
-    },
-    **errors(*_POOL, 403, 404, 422, 440, why={401: _ML_401, 404: _ML_404, 422: _ML_422}),
-}
-ML_FILE_RESPONSES: Responses = ml_responses({200: ML_FILE_ANSWER}, 400, 403, 404, 422, 503, 504)
-ML_TASK_RESPONSES: Responses = ml_responses(ml_json(ML_TASK_EXAMPLE), 400, 403, 404)
-
-ML_ADD_RESPONSES: Responses = ml_responses(
-    ml_json({"image": "case"}), 400, 403, 408, 409, 413, 422, 503, 504
-)
-ML_DELETE_RESPONSES: Responses = ml_responses(ml_json({}), 400, 403, 404, 422, 503, 504)
-ML_LABEL_INFO_RESPONSES: Responses = ml_responses(
-    ml_json({"user": "ann", "ts": 0, "version": "..."}), 400, 403, 404, 422, 503, 504
-)
-ML_APPROVE_RESPONSES: Responses = ml_responses(
-    ml_json({"user": "ann", "ts": 0, "version": "..."}), 400, 403, 404, 408, 413, 422, 503, 504
-)
 
 
 def with_security(router: APIRouter, security: dict[str, Any]) -> None:

@@ -14,17 +14,19 @@ from fastapi.responses import FileResponse
 from carina.datastore import FINAL
 from carina.errors import NotFoundError, RequestError
 from carina.server.openapi import (
+    TAG_MONAI_LABEL,
+    USER_SECURITY,
+    with_security,
+)
+from carina.server.openapi_ml import (
     ML_ADD_RESPONSES,
     ML_APPROVE_RESPONSES,
     ML_DELETE_RESPONSES,
     ML_FILE_ANSWER,
     ML_FILE_RESPONSES,
     ML_LABEL_INFO_RESPONSES,
-    TAG_MONAI_LABEL,
-    USER_SECURITY,
     ml_json,
     ml_responses,
-    with_security,
 )
 from carina.server.routing import (
     audit,

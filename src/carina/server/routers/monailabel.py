@@ -19,16 +19,18 @@ from carina import __version__
 from carina.audit import opaque
 from carina.errors import AuthError, NotFoundError, RequestError
 from carina.server.openapi import (
+    TAG_MONAI_LABEL,
+    USER_SECURITY,
+    with_security,
+)
+from carina.server.openapi_ml import (
     ML_FILE_RESPONSES,
     ML_INFER_RESPONSES,
     ML_INFO_EXAMPLE,
     ML_TASK_EXAMPLE,
     ML_TASK_RESPONSES,
-    TAG_MONAI_LABEL,
-    USER_SECURITY,
     ml_json,
     ml_responses,
-    with_security,
 )
 from carina.server.routing import (
     audit,

@@ -111,6 +111,35 @@ def model_entry(info: ModelInfo, store_labels: Sequence[str]) -> dict[str, Any]:
         "description": description,
         "version": spec.version,
         "config": dict(RESULT_OPTIONS),
+        # Carina's own keys (the plugins ignore them): what guidance the model takes (the
+        # viewer tells DeepGrow from DExtr3D by it) and a colour for each label.
+        "guidance": str(info.kind.guidance),
+        "label_colors": label_colors(labels, spec.label_colors),
+    }
+
+
+#: The colours of labels 1, 2, ... that an archive does not colour itself (distinct on grey).
+PALETTE = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (170, 110, 40),
+)
+
+
+def label_colors(labels: Sequence[str], chosen: dict[str, list[int]]) -> dict[str, list[int]]:
+    """``[r, g, b]`` for each label: the archive's choice, else the palette by position."""
+    return {
+        name: list(chosen.get(name) or PALETTE[position % len(PALETTE)])
+        for position, name in enumerate(labels)
     }
 
 
