@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 TPTBOX_VERSION := 1.1.0
 STAMP := $(VENV)/.carina-installed
-CHECKED := src tests benchmarks
+CHECKED := src tests benchmarks viewer
 # checkov pins packages that break the project's venv (DESIGN.md), so it gets a venv of its own.
 CHECKOV_VERSION := 3.3.30
 CHECKOV := .tools/checkov/bin/checkov
@@ -17,7 +17,7 @@ CHECKOV := .tools/checkov/bin/checkov
 MONAILABEL_VERSION := 0.8.5
 MONAILABEL := .tools/monailabel/.installed
 
-.PHONY: venv tools system-deps lint typecheck test test-all demo docs benchmarks clean
+.PHONY: venv tools system-deps lint typecheck test test-all demo docs benchmarks viewer-assets clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,24 +63,34 @@ test-all: venv tools system-deps lint typecheck
 DEMO_WORKSPACE ?= workspace
 DEMO_PORT ?= 5000
 
-# The main job: the zoo's archives in ./workspace, then the annotation server (Ctrl-C stops it).
+# The main job: the zoo's archives and the spine CT in ./workspace, then the annotation server
+# (Ctrl-C stops it); the browser viewer is at /viewer/.
 demo: venv
 	@for name in $$($(BIN)/python -c "from carina.zoo import load_index; print(*load_index())"); do \
 	  test -d $(DEMO_WORKSPACE)/models/$$name || $(BIN)/carina zoo install $$name --workspace $(DEMO_WORKSPACE); \
 	done
+	@# The shipped spine CT in the datastore, for the browser viewer at /viewer/ (once).
+	@$(BIN)/python -c "from carina.data import locate_sample; from carina.datastore import open_datastore; \
+	  store = open_datastore('$(DEMO_WORKSPACE)', max_bytes=2**32); \
+	  store.images() or store.add_image(locate_sample('spine_ct_image'), image_id='spine_ct')"
 	$(BIN)/carina serve --workspace $(DEMO_WORKSPACE) --host 127.0.0.1 --port $(DEMO_PORT)
 
 # The command-line reference is generated from the commands (a test fails when it is stale).
 docs: venv
 	$(BIN)/python -m carina.cli.reference docs/reference/cli.md
 
+# The viewer's vendored JavaScript (Niivue), rebuilt from viewer/package-lock.json (needs npm).
+viewer-assets: venv
+	$(BIN)/python viewer/build.py
+
 benchmarks: venv
 	$(BIN)/python benchmarks/cli_startup.py
 	$(BIN)/python benchmarks/io.py
 	$(BIN)/python benchmarks/server.py
 	$(BIN)/python benchmarks/interactive.py
+	$(BIN)/python benchmarks/viewer.py
 	$(BIN)/python benchmarks/fl.py
 	$(BIN)/python benchmarks/automl.py
 
 clean:
-	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache viewer/node_modules test-output

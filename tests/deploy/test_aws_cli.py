@@ -183,3 +183,8 @@ def test_the_wheel_carries_the_templates(tmp_path: Path) -> None:
     for path in ALL.values():
         relative = path.relative_to(ROOT / "deploy" / "cloudformation")
         assert f"carina/cloud/templates/{relative}" in names
+    # The browser viewer travels too: its pages and the vendored Niivue with its licences.
+    static = ROOT / "src" / "carina" / "server" / "viewer" / "static"
+    for path in static.rglob("*"):
+        if path.is_file():
+            assert f"carina/server/viewer/static/{path.relative_to(static)}" in names

@@ -29,6 +29,26 @@ def untrained_archive(name: str, target: Path, *, seed: int = 0) -> Path:
     return target
 
 
+def two_channel_archive(source: Path, models: Path, name: str = "two_channel") -> Path:
+    """A copy of the segmentation archive ``source`` whose network takes two input channels
+    (fresh weights): a model that does not fit a one-channel image."""
+    import json
+
+    from carina.archive import Archive
+    from carina.engine.network import build_network
+
+    target = models / name
+    shutil.copytree(source, target)
+    config_file = target / "config" / "config_aiaa.json"
+    config = json.loads(config_file.read_text())
+    network = Archive.open(target).serving_pipeline().resolved.content["network_def"]
+    config["network_def"] = {**network, "in_channels": 2}
+    config_file.write_text(json.dumps(config))
+    resolved = Archive.open(target).serving_pipeline().resolved
+    torch.save(build_network(resolved).state_dict(), target / "models" / "model.pt")
+    return target
+
+
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ``models/`` folder: two zoo models and untrained DExtr3D / DeepGrow 3D archives."""

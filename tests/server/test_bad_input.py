@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from carina.server import create_app
 from carina.settings import Settings
+from tests.server.conftest import two_channel_archive
 from tests.servers import ADMIN_TOKEN, ServerProcess
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -258,24 +259,7 @@ def test_a_model_that_does_not_fit_the_image(
 ) -> None:
     """A two-channel model given a one-channel CT: 422 naming the model, the step and the cause,
     through both APIs; the traceback stays in the server log."""
-    import shutil
-
-    import torch
-
-    from carina.archive import Archive
-    from carina.engine.network import build_network
-
-    target = workspace / "models" / "two_channel"
-    shutil.copytree(workspace / "models" / "spine_ct_vertebrae", target)
-    config_file = target / "config" / "config_aiaa.json"
-    config = json.loads(config_file.read_text())
-    network = Archive.open(target).serving_pipeline().resolved.content["network_def"]
-    config["network_def"] = {**network, "in_channels": 2}
-    config_file.write_text(json.dumps(config))
-    torch.save(
-        build_network(Archive.open(target).serving_pipeline().resolved).state_dict(),
-        target / "models" / "model.pt",
-    )
+    two_channel_archive(workspace / "models" / "spine_ct_vertebrae", workspace / "models")
     image = spine_ct_path.read_bytes()
     answers = [
         client.post(

@@ -29,14 +29,19 @@ from carina.server.routing import add_slash_twins
 from carina.server.services.logs import setup_logging
 from carina.server.services.tokens import bearer_matches
 from carina.server.state import Services, needs
+from carina.server.viewer import router as viewer_router
 from carina.server.wire import error_response
 from carina.settings import Settings
 
 log = logging.getLogger("carina.server")
 access = logging.getLogger("carina.server.access")
 
-#: Paths open without the optional API token: health checks, docs and their assets.
-_OPEN = re.compile(r"^/(health(/.*)?|docs/?|openapi\.json/?|static/.*|favicon\.[a-z]+/?)?$")
+#: Paths open without the optional API token: health checks, docs and their assets, the
+#: viewer's page and files (a browser cannot send a token for them; its API calls can).
+_OPEN = re.compile(
+    r"^/(health(/.*)?|docs/?|openapi\.json/?|static/.*|favicon\.[a-z]+/?|viewer/?"
+    r"|viewer/(?!api/).*)?$"
+)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 #: The slowest a request body may arrive on average once the body timeout has passed (bytes/s).
 MIN_BODY_RATE = 1024
@@ -78,6 +83,7 @@ def create_app(settings: Settings | None = None, *, kinds: Kinds | None = None) 
     app.include_router(session.router, dependencies=aiaa)
     for module in (monailabel, datastore, admin, ops):
         app.include_router(module.router)
+    app.include_router(viewer_router)
     add_docs_routes(app)
     add_slash_twins(app.router)
     if settings.cors_origins:
