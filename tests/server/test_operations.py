@@ -113,7 +113,7 @@ def test_openapi_describes_every_endpoint(client: TestClient) -> None:
     assert set(paths["/admin/model/{name}"]) == {"get", "put", "patch", "delete"}
     body = paths["/v1/deepgrow"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert body["schema"]["properties"]["params"]["example"]
-    tags = {"API (v1)", "MONAI Label", "Admin (model)", "Admin (others)"}
+    tags = {"API (v1)", "MONAI Label", "Viewer", "Admin (model)", "Admin (others)"}
     assert {t["name"] for t in spec["tags"]} == tags
 
 

@@ -78,6 +78,13 @@ def open_viewer(chromium: Any, url: str, request: pytest.FixtureRequest) -> Iter
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # Nothing the page does may break its own Content-Security-Policy.
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
     page.goto(f"{url}/viewer/")
     try:
         yield Viewer(page)

@@ -235,6 +235,8 @@ def test_dextr3d_then_a_reviewer_approves_with_sign_in_on(
             page = viewer.page
             viewer.wait("document.getElementById('sign-in').open")
             assert page.locator("#images li").count() == 0  # nothing before signing in
+            page.evaluate("sessionStorage.setItem('carina.token', 'left-from-yesterday')")
+            page.reload()  # a stale token: asked to sign in again, not an error
             sign_in(viewer, "ann")
             viewer.open(IMAGE_ID)
             assert page.is_disabled("#approve")  # annotators do not approve
@@ -252,8 +254,10 @@ def test_dextr3d_then_a_reviewer_approves_with_sign_in_on(
             viewer.idle()
             assert viewer.message() == "Saved."
             page.click("#sign-out")
+            page.goto(f"{server.url}/viewer/?image={IMAGE_ID}")  # a link to the image
             sign_in(viewer, "rev")
-            viewer.open(IMAGE_ID)
+            viewer.wait(f"window.carinaViewer.state.current?.id === {IMAGE_ID!r}")
+            viewer.idle()
             assert np.array_equal(viewer.drawing(), drawn)  # reload shows the saved version
             assert "by ann" in (page.text_content("#label-state") or "")
             page.click("#approve")

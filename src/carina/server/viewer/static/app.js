@@ -133,12 +133,16 @@ function cancel() {
 
 // -- sign-in -------------------------------------------------------------------------------------
 
+/** Ask for a user and password; resolves once signed in (one dialog however many ask). */
 function signIn() {
   const dialog = $("sign-in");
-  if (!dialog.open) dialog.showModal();
-  return new Promise((resolve) => {
-    state.signedIn = resolve;
-  });
+  if (!dialog.open) {
+    dialog.showModal();
+    state.signingIn = new Promise((resolve) => {
+      state.signedIn = resolve;
+    });
+  }
+  return state.signingIn;
 }
 
 async function onSignIn(event) {
@@ -1091,11 +1095,21 @@ async function start() {
   const auth = await api("auth/");
   state.authEnabled = Boolean(auth.enabled);
   if (state.authEnabled && !state.token) await signIn();
-  else await whoAmI();
+  else {
+    try {
+      await whoAmI();
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 401)) throw error;
+      await signIn(); // a token kept from an earlier visit has expired
+    }
+  }
   await loadInfo();
   await loadWorklist();
   setTool("navigate");
   updateButtons();
+  const wanted = new URLSearchParams(window.location.search).get("image");
+  if (wanted && state.objects[wanted]) await openImage(wanted); // a link to one image
+  else if (wanted) say(`no image ${wanted} in the datastore`, { error: true });
   document.body.dataset.ready = "true";
 }
 
