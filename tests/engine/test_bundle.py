@@ -13,6 +13,7 @@ from carina.archive import Archive, ArchiveKind
 from carina.engine.predict import Predictor
 from carina.engine.train import TrainResult
 from carina.errors import UntrustedCodeError
+from carina.io import load_volume
 
 SCALE = {"a_min": -1000, "a_max": 1000, "b_min": 0.0, "b_max": 1.0, "clip": True}
 INFERENCE = {
@@ -89,6 +90,10 @@ def test_bundle_infers_like_the_archive_it_was_made_from(
     np.testing.assert_allclose(from_bundle.affine, from_archive.affine)
     assert (from_bundle.array != from_archive.array).mean() < 1e-3
     assert not (bundle / "eval").exists(), "SaveImaged is dropped when serving"
+    # What the server hands it: the image already read (LoadImaged still gets a file).
+    from_volume = predictor.predict(load_volume(spine_ct_path)).volume
+    assert np.array_equal(from_volume.array, from_bundle.array)
+    np.testing.assert_allclose(from_volume.affine, from_bundle.affine)
 
 
 def test_bundle_with_expressions_is_refused_when_untrusted(
@@ -98,3 +103,40 @@ def test_bundle_with_expressions_is_refused_when_untrusted(
     bundle = write_bundle(tmp_path / "spine_bundle", spine / "models" / "model.pt")
     with pytest.raises(UntrustedCodeError, match=r"inference\.json: imports\.0: Python expression"):
         Archive.open(bundle, trusted=False).serving_pipeline()
+
+
+def test_a_bundle_copied_into_the_workspace_is_served_by_both_apis(
+    trained: tuple[Path, TrainResult], tmp_path: Path, spine_ct_path: Path
+) -> None:
+    """The server hands a Bundle's LoadImaged a file, not the image it already read."""
+    import gzip
+    import io
+
+    import nibabel as nib
+    from fastapi.testclient import TestClient
+
+    from carina.server import create_app
+    from carina.settings import Settings
+
+    spine, _ = trained
+    workspace = tmp_path / "workspace"
+    bundle = write_bundle(workspace / "models" / "spine_bundle", spine / "models" / "model.pt")
+    expected = Predictor.from_archive(Archive.open(bundle)).predict(spine_ct_path).volume.array
+    image = spine_ct_path.read_bytes()
+    settings = Settings(workspace=workspace, preload_models=False)
+    with TestClient(create_app(settings)) as client:
+        aiaa = client.post(
+            "/v1/segmentation?model=spine_bundle",
+            files={"image": ("ct.nii.gz", image)},
+            data={"params": "{}"},
+        )
+        assert aiaa.status_code == 200, aiaa.text
+        answer = client.post(
+            "/infer/spine_bundle",
+            params={"output": "image"},
+            files={"file": ("ct.nii.gz", image)},
+            data={"params": '{"result_extension": ".nii.gz"}'},
+        )
+        assert answer.status_code == 200, answer.text
+    served = nib.Nifti1Image.from_stream(io.BytesIO(gzip.decompress(answer.content)))
+    assert np.array_equal(np.asarray(served.dataobj), expected)

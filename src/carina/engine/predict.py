@@ -6,6 +6,8 @@ result is a label map on the exact grid of the input (its geometry copied, not r
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from carina.engine.network import load_network, pick_device
 from carina.engine.transforms import LoadVolumed
 from carina.errors import ArchiveError
 from carina.io import Volume, load_volume, save_volume
+from carina.io.formats import suffix_of
 from carina.limits import checked_calls
 
 #: Post-processing steps a server never runs: they write files.
@@ -112,8 +115,9 @@ class Predictor:
         timings["read"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        feed: Any = volume if self.feeds_volume or isinstance(source, Volume) else str(source)
-        data = self.preprocessing({"image": feed})
+        with contextlib.ExitStack() as stack:
+            feed: Any = volume if self.feeds_volume else _file_for(source, volume, stack)
+            data = self.preprocessing({"image": feed})
         image = data["image"]
         timings["pre"] = time.perf_counter() - start
 
@@ -148,6 +152,17 @@ class Predictor:
         return prediction
 
 
+def _file_for(source: str | Path | Volume, volume: Volume, stack: contextlib.ExitStack) -> str:
+    """What a pipeline that starts with its own reader (a Bundle's ``LoadImaged``) is given: the
+    NIfTI file it was asked about, else the image Carina read written as NIfTI (a DICOM series,
+    NRRD, an upload already in memory), so that it reads the same voxels and geometry."""
+    if not isinstance(source, Volume) and suffix_of(Path(source)) in (".nii", ".nii.gz"):
+        return str(source)
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="carina-feed-")))
+    save_volume(volume, folder / "image.nii")
+    return str(folder / "image.nii")
+
+
 def _restore(data: dict[str, Any], preprocessing: Any) -> np.ndarray[Any, Any]:
     """The prediction as a label array on the input grid, undoing spatial pre-processing."""
     from monai.data import MetaTensor
@@ -176,6 +191,4 @@ def _as_compose(items: Any, *, drop: tuple[str, ...] = ()) -> Any:
 def _autocast(device: torch.device) -> Any:
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
-    import contextlib
-
     return contextlib.nullcontext()
