@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -44,12 +46,28 @@ def test_brain_archive_fine_tunes_from_the_spine_archive(
 
 @pytest.mark.parametrize("export_format", list(ExportFormat))
 def test_exports_match_pytorch(
-    trained: tuple[Path, TrainResult], export_format: ExportFormat, spine_ct_path: Path
+    trained: tuple[Path, TrainResult],
+    export_format: ExportFormat,
+    spine_ct_path: Path,
+    tmp_path: Path,
 ) -> None:
     root, _ = trained
     result = export_archive(Archive.open(root), export_format)
     assert result.path.is_file() and result.max_abs_diff <= 1e-4
     assert result.input_shape == (1, 1, 48, 40, 32)
+    assert sorted(p.name for p in result.path.parent.iterdir() if p.name.startswith(".")) == []
+    # The export alone serves: no training config, no weights (what Clara 4 uploads).
+    alone = tmp_path / f"only_{result.path.suffix[1:]}"
+    (alone / "config").mkdir(parents=True)
+    config = json.loads((root / "config" / "config_aiaa.json").read_text())
+    config["model_file"] = f"models/{result.path.name}"
+    (alone / "config" / "config_aiaa.json").write_text(json.dumps(config))
+    (alone / "models").mkdir()
+    shutil.copy(result.path, alone / "models" / result.path.name)
+    by_export = Predictor.from_archive(Archive.open(alone)).predict(spine_ct_path).volume
+    by_torch = Predictor.from_archive(Archive.open(root)).predict(spine_ct_path).volume
+    assert by_export.shape == by_torch.shape
+    assert (by_export.array != by_torch.array).mean() < 1e-3
     if export_format == ExportFormat.TORCHSCRIPT:
         by_script = Predictor.from_archive(Archive.open(root)).predict(spine_ct_path)
         result.path.unlink()

@@ -50,7 +50,9 @@ def check_archive(path: Path, *, trusted: bool = True, data_dir: Path | None = N
     )
     weights = archive.layout.root / serving.settings.model_file
     if weights.is_file() or archive.layout.torchscript.is_file():
-        load_network(resolved, weights, torchscript=archive.layout.torchscript)
+        load_network(
+            resolved, weights, torchscript=archive.layout.torchscript, onnx=archive.layout.onnx
+        )
         report.checked.append("weights load into the network")
     else:
         report.notes.append(f"no {serving.settings.model_file} yet: train the archive")

@@ -120,6 +120,9 @@ def _save_onnx(network: torch.nn.Module, sample: torch.Tensor, path: Path) -> No
                 output_names=["pred"],
                 dynamic_shapes=(dynamic,),
                 dynamo=True,
+                # One self-contained file: external data would sit beside it under the name of
+                # the temporary file it was written as, and be lost when the file is copied.
+                external_data=False,
             )
     finally:
         exporter_log.setLevel(level)

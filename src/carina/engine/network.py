@@ -62,18 +62,31 @@ def build_network(resolved: ResolvedConfig, key: str = "network_def") -> torch.n
 
 
 def load_network(
-    resolved: ResolvedConfig, weights: Path, *, torchscript: Path | None = None
+    resolved: ResolvedConfig,
+    weights: Path,
+    *,
+    torchscript: Path | None = None,
+    onnx: Path | None = None,
 ) -> torch.nn.Module:
-    """The trained network: TorchScript when ``torchscript`` exists, else definition + weights.
+    """The trained network: TorchScript when ``torchscript`` exists or ``weights`` is a ``.ts``
+    file; ONNX (run by onnxruntime) when ``weights`` is a ``.onnx`` file, or is missing beside an
+    ``onnx`` export; else the definition with the weights. The first two need no definition.
 
     Raises:
-        ArchiveError: weights that do not fit the network (names the first mismatches).
+        ArchiveError: weights that do not fit the network (names the first mismatches), or an
+            ONNX file onnxruntime cannot load.
     """
+    if weights.suffix == ".ts" and weights.is_file():
+        torchscript = weights
     if torchscript is not None and torchscript.is_file():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             module: Any = torch.jit.load(str(torchscript), map_location="cpu")
         return module  # type: ignore[no-any-return]
+    if weights.suffix == ".onnx":
+        return OnnxNetwork(weights)
+    if onnx is not None and onnx.is_file() and not weights.is_file():
+        return OnnxNetwork(onnx)
     network = build_network(resolved)
     state = load_state_dict(weights)
     result = network.load_state_dict(state, strict=False)
@@ -85,7 +98,31 @@ def load_network(
     return network
 
 
+class OnnxNetwork(torch.nn.Module):
+    """An ONNX export (``carina export --format onnx``, Clara 4 uploads) run by onnxruntime on
+    the CPU, called like the network it came from: a tensor in, a tensor out."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        import onnxruntime
+
+        self.path = path
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path), providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ArchiveError(f"{path.name}: onnxruntime cannot load it: {exc}") from exc
+        self.input = self.session.get_inputs()[0].name
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        array = image.detach().cpu().numpy().astype("float32", copy=False)
+        return torch.from_numpy(self.session.run(None, {self.input: array})[0])
+
+
 def network_bytes(network: torch.nn.Module) -> int:
     """About the memory a loaded network holds: its parameters three times over (weights,
     activations and the runtime's working memory), for the server's memory budget."""
+    if isinstance(network, OnnxNetwork):
+        return network.path.stat().st_size * 3
     return int(sum(p.numel() * p.element_size() for p in network.parameters())) * 3

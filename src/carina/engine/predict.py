@@ -83,7 +83,9 @@ class Predictor:
         pipeline = archive.serving_pipeline(batch=batch)
         resolved, settings = pipeline.resolved, pipeline.settings
         weights = archive.layout.root / settings.model_file
-        network = load_network(resolved, weights, torchscript=archive.layout.torchscript)
+        network = load_network(
+            resolved, weights, torchscript=archive.layout.torchscript, onnx=archive.layout.onnx
+        )
         pre = _as_compose(resolved.instantiate("preprocessing"))
         post_items = (
             resolved.instantiate("postprocessing") if resolved.content.get("postprocessing") else []

@@ -76,6 +76,7 @@ class InteractivePredictor:
             resolved,
             archive.layout.root / settings.model_file,
             torchscript=archive.layout.torchscript,
+            onnx=archive.layout.onnx,
         )
         items = (
             resolved.instantiate("preprocessing") if resolved.content.get("preprocessing") else []
