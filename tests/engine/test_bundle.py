@@ -140,3 +140,44 @@ def test_a_bundle_copied_into_the_workspace_is_served_by_both_apis(
         assert answer.status_code == 200, answer.text
     served = nib.Nifti1Image.from_stream(io.BytesIO(gzip.decompress(answer.content)))
     assert np.array_equal(np.asarray(served.dataobj), expected)
+
+
+def test_a_bundle_needing_a_missing_package_is_named_and_the_others_serve(tmp_path: Path) -> None:
+    """metadata.json's optional_packages_version and monai_version are checked when the bundle
+    is read: /health lists it with the reason, a request names the package, others serve."""
+    from fastapi.testclient import TestClient
+
+    from carina.errors import ConfigError
+    from carina.server import create_app
+    from carina.settings import Settings
+    from carina.zoo import install_archive
+
+    workspace = tmp_path / "workspace"
+    install_archive("spine_ct_vertebrae", workspace)
+    weights = workspace / "models" / "spine_ct_vertebrae" / "models" / "model.pt"
+    needy = write_bundle(workspace / "models" / "needy", weights)
+    metadata = {**METADATA, "optional_packages_version": {"carina-no-such-package": "2.1"}}
+    (needy / "configs" / "metadata.json").write_text(json.dumps(metadata))
+    old = write_bundle(workspace / "models" / "old_monai", weights)
+    (old / "configs" / "metadata.json").write_text(
+        json.dumps({**METADATA, "monai_version": "0.9.1"})
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"metadata\.json: optional_packages_version: .*"
+        r"carina-no-such-package 2\.1 \(not installed\)",
+    ):
+        Archive.open(needy).serving_pipeline()
+    with pytest.raises(ConfigError, match=r"monai_version: the bundle needs MONAI 0\.9\.1"):
+        Archive.open(old).serving_pipeline()
+    settings = Settings(workspace=workspace, preload_models=False)
+    with TestClient(create_app(settings)) as client:
+        broken = client.get("/health").json()["broken"]
+        assert "carina-no-such-package" in broken["needy"] and "MONAI 0.9.1" in broken["old_monai"]
+        answer = client.post(
+            "/v1/segmentation?model=needy",
+            files={"image": ("ct.nii.gz", b"unused")},
+            data={"params": "{}"},
+        )
+        assert answer.status_code == 404 and "carina-no-such-package" in answer.text
+        assert [m["name"] for m in client.get("/v1/models").json()] == ["spine_ct_vertebrae"]

@@ -10,6 +10,7 @@ milliseconds; the components stay Bundle-syntax dicts, built later through
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any
 
 from carina.archive.clara import translate_serving_config
@@ -42,12 +43,38 @@ def bundle_serving_config(layout: ArchiveLayout) -> ServingConfig:
         ConfigError: ``metadata.json`` is missing or malformed.
     """
     metadata = json_object(read_json(layout.bundle_metadata), layout.bundle_metadata.name)
+    missing = bundle_requirements(metadata)
+    if missing:
+        raise ConfigError(
+            layout.bundle_metadata.name,
+            "optional_packages_version" if "not installed" in missing[0] else "monai_version",
+            f"the bundle needs {'; '.join(missing)}",
+        )
     return ServingConfig(
         version=str(metadata.get("version", "1")),
         type=ModelType.SEGMENTATION,
         labels=bundle_labels(metadata),
         description=str(metadata.get("description", "")),
     )
+
+
+def bundle_requirements(metadata: dict[str, Any]) -> list[str]:
+    """What a Bundle's ``metadata.json`` asks for that this installation lacks: each package of
+    ``optional_packages_version`` that is not installed, then a MONAI of another major version."""
+    missing = []
+    for name, wanted in (metadata.get("optional_packages_version") or {}).items():
+        try:
+            importlib.metadata.version(str(name))
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(f"{name} {wanted} (not installed)")
+    wanted_monai = str(metadata.get("monai_version") or "")
+    try:
+        installed = importlib.metadata.version("monai")
+    except importlib.metadata.PackageNotFoundError:
+        installed = ""
+    if wanted_monai and installed and wanted_monai.split(".")[0] != installed.split(".")[0]:
+        missing.append(f"MONAI {wanted_monai} (this installation has MONAI {installed})")
+    return missing
 
 
 def bundle_labels(metadata: dict[str, Any]) -> list[str]:
