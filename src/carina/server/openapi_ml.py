@@ -19,6 +19,8 @@ from carina.server.openapi import (
 _ML_401 = "Sign-in is on and the request has no valid token (or the server's API token is missing)."
 _ML_404 = "No such image, label, model, strategy, trainer or scoring method."
 _OBJECT = {"type": "object"}
+#: What a MONAI Label route that reads a body and touches the datastore can answer.
+ML_BODY = (400, 403, 404, 408, 413, 422, 503, 504)
 ML_FILE_ANSWER = {
     "description": "The file, with its name in `Content-Disposition`.",
     "content": {"application/octet-stream": BINARY},
@@ -80,5 +82,6 @@ ML_LABEL_INFO_RESPONSES: Responses = ml_responses(
     ml_json({"user": "ann", "ts": 0, "version": "..."}), 400, 403, 404, 422, 503, 504
 )
 ML_APPROVE_RESPONSES: Responses = ml_responses(
-    ml_json({"user": "ann", "ts": 0, "version": "..."}), 400, 403, 404, 408, 413, 422, 503, 504
+    ml_json({"user": "ann", "ts": 0, "version": "..."}),
+    *ML_BODY,
 )

@@ -21,6 +21,7 @@ from carina.server.openapi import (
 from carina.server.openapi_ml import (
     ML_ADD_RESPONSES,
     ML_APPROVE_RESPONSES,
+    ML_BODY,
     ML_DELETE_RESPONSES,
     ML_FILE_ANSWER,
     ML_FILE_RESPONSES,
@@ -181,7 +182,8 @@ async def get_image_info(
 @router.put(
     "/datastore/image/info",
     responses=ml_responses(
-        ml_json({"name": "case.nii.gz", "ts": 0}), 400, 403, 404, 408, 413, 422, 503, 504
+        ml_json({"name": "case.nii.gz", "ts": 0}),
+        *ML_BODY,
     ),
     summary="Merge into an image's info",
 )
@@ -203,14 +205,7 @@ async def put_image_info(
     "/datastore/label",
     responses=ml_responses(
         ml_json({"image": "case", "label": "case", "tag": "final"}),
-        400,
-        403,
-        404,
-        408,
-        413,
-        422,
-        503,
-        504,
+        *ML_BODY,
     ),
     summary="Save a label (a new version of its tag)",
 )
@@ -370,14 +365,7 @@ async def get_dataset(request: Request, services: ServicesDep, who: AnnotatorDep
     "/activelearning/{strategy}",
     responses=ml_responses(
         ml_json({"id": "case", "name": "case.nii.gz", "checksum": "SHA256:..."}),
-        400,
-        403,
-        404,
-        408,
-        413,
-        422,
-        503,
-        504,
+        *ML_BODY,
     ),
     summary="The next image to annotate",
 )

@@ -35,20 +35,6 @@ from carina.server.services.registry import ModelRegistry
 
 log = logging.getLogger("carina.server")
 
-#: How many extreme points a DExtr3D model needs; fewer give an empty answer (see docs).
-EXTREME_POINTS = 6
-#: Options every model offers in ``/info/`` (a list is a choice; its first value the default).
-RESULT_OPTIONS: dict[str, Any] = {
-    "result_extension": [".nrrd", ".nii.gz", ".nii", ".mha"],
-    "result_dtype": ["uint8", "uint16"],
-    "result_compress": False,
-}
-#: What a DExtr3D model's clients are told about driving it with points.
-DEXTR3D_HINT = (
-    " Click the structure's 6 extreme points (left, right, front, back, top, bottom) as "
-    "foreground points; the answer is empty until all 6 are given."
-)
-
 
 # -- datastore ------------------------------------------------------------------------------------
 

@@ -21,9 +21,7 @@ from carina.datastore import (
     ORIGINAL,
     LocalDatastore,
 )
-from carina.errors import (
-    CarinaError,
-)
+from carina.errors import CarinaError
 from carina.io import load_volume
 from carina.kinds import Guidance
 from carina.server.services.aiaa import ImageSource

@@ -368,9 +368,10 @@ async function loadDrawing(buffer) {
   const image = await nvlib.NVImage.loadFromUrl({ url: buffer, name: "label.nii.gz" });
   const ras = image.img2RAS();
   nv.createEmptyDrawing();
-  const drawing = nv.drawBitmap;
-  for (let i = 0; i < drawing.length; i++) drawing[i] = ras[i];
-  for (const value of new Set(ras)) if (value > 0) labelFor(null, value);
+  nv.drawBitmap.set(ras);
+  const present = new Uint8Array(256);
+  for (let i = 0; i < ras.length; i++) present[ras[i]] = 1;
+  present.forEach((seen, value) => seen && value > 0 && labelFor(null, value));
   renderLabels();
   nv.refreshDrawing(true);
 }
