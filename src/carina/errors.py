@@ -91,7 +91,9 @@ class UntrustedCodeError(ArchiveError):
             f"; and {len(findings) - 5} more" if len(findings) > 5 else ""
         )
         super().__init__(
-            f"the archive contains code, which is refused for uploaded archives: {shown}"
+            f"the archive contains code, which is refused for uploaded archives: {shown} (to "
+            "trust its code, add it on the server with `carina model add`, or start the server "
+            "with CARINA_ALLOW_CODE_UPLOADS=true)"
         )
 
 

@@ -142,6 +142,12 @@ class Settings(BaseSettings):
         description="Load every model in the background once the server is ready, so the first "
         "request does not wait for it (the server is ready before they load).",
     )
+    allow_code_uploads: bool = Field(
+        default=False,
+        description="Let the admin model upload install archives that carry code (MONAI Bundles "
+        "with $ expressions, imports or scripts/). Off: uploads are data and code is refused "
+        "(`carina model add` on the server's machine is the way to add trusted code).",
+    )
     model_memory_mib: int = Field(
         default=4096, gt=0, description="Memory budget of the loaded networks (LRU past it)."
     )

@@ -9,6 +9,7 @@ Components are instantiated later, through :class:`ResolvedConfig`, by MONAI's `
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import json
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from carina.archive.bundle_code import bundle_code, check_imports
 from carina.archive.clara import is_clara_train_config, translate_train_config
 from carina.archive.layout import ArchiveKind, ArchiveLayout, find_root
 from carina.archive.legacy import rewrite_legacy
@@ -51,12 +53,15 @@ class ResolvedConfig:
         content: the config (components and settings).
         variables: extra top-level ids that references may use (the archive's variables).
         notes: legacy rewrites and dropped sections, for ``carina archive check``.
+        code_root: a trusted Bundle's folder: components are built with its own code importable
+            (:func:`~carina.archive.bundle_code.bundle_code`); None for everything else.
     """
 
     file: str
     content: dict[str, Any]
     variables: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    code_root: Path | None = None
     _parser: Any = field(default=None, repr=False)
 
     def instantiate(self, key: str) -> Any:
@@ -73,13 +78,15 @@ class ResolvedConfig:
         return self._build(key, key)
 
     def _build(self, config_id: str, shown: str) -> Any:
+        code = bundle_code(self.code_root) if self.code_root else contextlib.nullcontext()
         try:
-            return self.parser.get_parsed_content(config_id)
+            with code:
+                return self.parser.get_parsed_content(config_id)
         except ModuleNotFoundError as exc:
             raise ConfigError(self.file, shown, _unknown_component(str(exc))) from exc
         except KeyError as exc:
             raise ConfigError(self.file, shown, f"reference to an undefined id {exc}") from exc
-        except (RuntimeError, TypeError, ValueError) as exc:
+        except Exception as exc:  # a component's own code (a trusted Bundle's) may raise anything
             cause = exc.__cause__ or exc
             raise ConfigError(self.file, shown, _first_line(cause)) from exc
 
@@ -245,13 +252,18 @@ class Archive:
         file = self.layout.bundle_inference.name
         content = json_object(read_json(self.layout.bundle_inference), file)
         content, notes = rewrite_legacy(content)
-        content.setdefault("bundle_root", str(self.layout.root))
+        # published Bundles say "." (run from their folder); the server runs from elsewhere
+        content["bundle_root"] = str(self.layout.root)
         self._check_code(content, file)
         for key in ("network_def", "preprocessing", "inferer"):
             if key not in content:
                 raise ConfigError(file, key, "required id is missing")
         settings = bundle_serving_config(self.layout)
-        return ServingPipeline(settings, ResolvedConfig(file, content, {}, notes))
+        code_root = None
+        if self.trusted:
+            code_root = self.layout.root
+            check_imports(content, file=file, root=code_root)
+        return ServingPipeline(settings, ResolvedConfig(file, content, {}, notes, code_root))
 
     def _with_overrides(
         self, config: dict[str, Any], variables: dict[str, Any], file: str

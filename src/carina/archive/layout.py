@@ -2,16 +2,18 @@
 
 The layout is fixed by DESIGN.md's contracts: ``config/`` (train, validation, serving, batch
 inference, environment), ``models/`` (weights, last checkpoint, exports), ``eval/``, ``docs/`` and
-``manifest.json``. A MONAI Bundle (``configs/metadata.json``) is recognised as well.
+``manifest.json``. A MONAI Bundle (``configs/metadata.json``) and an nnU-Net v2 results folder
+(``dataset.json``, ``plans.json``, ``fold_N/``) are recognised as well.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from carina.errors import ArchiveError
+from carina.errors import ArchiveError, RequestError
 
 
 class ArchiveKind(StrEnum):
@@ -19,10 +21,18 @@ class ArchiveKind(StrEnum):
 
     MMAR = "mmar"
     BUNDLE = "bundle"
+    NNUNET = "nnunet"
 
 
 #: Folders whose presence means the archive carries code of its own.
 CODE_FOLDERS = ("custom", "BYOC", "scripts")
+#: Written into an archive installed over HTTP: it stays untrusted data whenever it is loaded
+#: (its content says whether an admin was allowed to upload code with it).
+UPLOAD_MARKER = ".carina-upload.json"
+#: Model names: what ``model=`` carries and the folder name under ``models/``.
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+#: Settings Carina keeps beside an nnU-Net results folder's own files (folds, mirroring).
+NNUNET_SETTINGS = "carina.json"
 
 
 @dataclass(frozen=True)
@@ -131,19 +141,42 @@ class ArchiveLayout:
         """``configs/train.json`` of a MONAI Bundle."""
         return self.root / "configs" / "train.json"
 
+    @property
+    def nnunet_plans(self) -> Path:
+        """``plans.json`` of an nnU-Net v2 results folder."""
+        return self.root / "plans.json"
+
+    @property
+    def nnunet_dataset(self) -> Path:
+        """``dataset.json`` of an nnU-Net v2 results folder (labels, channels, file ending)."""
+        return self.root / "dataset.json"
+
+    @property
+    def nnunet_settings(self) -> Path:
+        """``carina.json``: how Carina runs an nnU-Net folder (folds, mirroring, checkpoint)."""
+        return self.root / NNUNET_SETTINGS
+
+    def nnunet_folds(self) -> list[str]:
+        """The ``fold_*`` folders of an nnU-Net results folder (``0``, ``1``, ..., ``all``)."""
+        folds = [p.name[5:] for p in self.root.glob("fold_*") if p.is_dir()]
+        return sorted(folds, key=lambda f: (not f.isdigit(), int(f) if f.isdigit() else 0, f))
+
     def kind(self) -> ArchiveKind:
-        """MMAR or Bundle, from which config folder exists.
+        """MMAR, Bundle or nnU-Net, from which config files exist.
 
         Raises:
-            ArchiveError: neither ``config/`` nor ``configs/metadata.json`` is there.
+            ArchiveError: none of ``config/``, ``configs/metadata.json`` or nnU-Net's
+                ``dataset.json`` with ``fold_*/`` is there.
         """
         if self.bundle_metadata.is_file():
             return ArchiveKind.BUNDLE
         if self.config_dir.is_dir():
             return ArchiveKind.MMAR
+        if self.nnunet_dataset.is_file() and self.nnunet_folds():
+            return ArchiveKind.NNUNET
         raise ArchiveError(
-            f"{self.root.name}: not a model archive (no config/ folder and no "
-            "configs/metadata.json)"
+            f"{self.root.name}: not a model archive (no config/ folder, no "
+            "configs/metadata.json, no nnU-Net dataset.json with fold_N/ folders)"
         )
 
 
@@ -151,7 +184,23 @@ def find_root(folder: Path) -> Path:
     """The archive root inside ``folder``: itself, or its single wrapping sub-folder."""
     if (folder / "config").is_dir() or (folder / "configs").is_dir():
         return folder
+    if (folder / "dataset.json").is_file() and any(folder.glob("fold_*")):
+        return folder
     entries = [p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX"))]
     if len(entries) == 1 and entries[0].is_dir():
         return entries[0]
     return folder
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if it is a safe model name (letters, digits, ``_ . -``; no path), else an error.
+
+    Raises:
+        RequestError: an empty, too long or unsafe name (``..``, ``/``, ``\\``).
+    """
+    if not MODEL_NAME.fullmatch(name) or ".." in name:
+        raise RequestError(
+            f"invalid model name {name[:64]!r}: use letters, digits, '_', '.' and '-' "
+            "(at most 128, starting with a letter or digit)"
+        )
+    return name

@@ -137,8 +137,10 @@ def unpack_archive(
         except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
             raise ArchiveError(f"{source.name}: not a readable zip file ({exc})") from exc
         root = find_root(scratch)
-        if not ((root / "config").is_dir() or (root / "configs" / "metadata.json").is_file()):
-            raise ArchiveError(f"{source.name}: not a model archive (no config/ folder)")
+        try:
+            ArchiveLayout(root).kind()
+        except ArchiveError as exc:
+            raise ArchiveError(f"{source.name}: {str(exc).partition(': ')[2]}") from exc
         if (root / MANIFEST).is_file():
             problems = verify_manifest(root)
             if problems:

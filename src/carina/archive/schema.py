@@ -128,6 +128,8 @@ class ServingConfig(_Strict):
             ``additional_info``).
         label_colors: the colour of some labels, by name, as ``[r, g, b]`` (0-255); viewers draw
             the others in Carina's palette.
+        license: the terms the model may be used under, as its authors state them (a Bundle's
+            ``metadata.json`` ``license`` or its ``LICENSE`` file); empty when not stated.
         preprocessing, inferer, postprocessing, network_def: the components, in Bundle syntax.
     """
 
@@ -149,6 +151,7 @@ class ServingConfig(_Strict):
     deepgrow: Literal["2D", "3D"] | None = None
     meta_data: dict[str, Any] = Field(default_factory=dict)
     label_colors: dict[str, RGB] = Field(default_factory=dict)
+    license: str = ""
 
     @field_validator("version", mode="before")
     @classmethod

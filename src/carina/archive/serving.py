@@ -52,10 +52,43 @@ def bundle_serving_config(layout: ArchiveLayout) -> ServingConfig:
         )
     return ServingConfig(
         version=str(metadata.get("version", "1")),
-        type=ModelType.SEGMENTATION,
+        type=_bundle_type(layout),
         labels=bundle_labels(metadata),
         description=str(metadata.get("description", "")),
+        license=bundle_license(layout, metadata),
     )
+
+
+#: Transforms by which a Bundle's pre-processing takes DeepEdit clicks.
+_DEEPEDIT = ("AddGuidanceFromPointsDeepEditd", "AddGuidanceSignalDeepEditd")
+
+
+def _bundle_type(layout: ArchiveLayout) -> str:
+    """``deepedit`` for a Bundle whose pre-processing takes DeepEdit clicks, else
+    ``segmentation`` (reads ``inference.json`` when there is one; it is small)."""
+    path = layout.bundle_inference
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        return ModelType.SEGMENTATION
+    return "deepedit" if any(name in text for name in _DEEPEDIT) else ModelType.SEGMENTATION
+
+
+#: Where a Bundle keeps its licence text (the Model Zoo's bundles have ``LICENSE``).
+_LICENSE_FILES = ("LICENSE", "LICENSE.txt", "LICENSE.md", "docs/LICENSE", "docs/LICENSE.txt")
+
+
+def bundle_license(layout: ArchiveLayout, metadata: dict[str, Any]) -> str:
+    """A Bundle's licence: ``metadata.json``'s ``license``, else the first line of its licence
+    file, else its ``copyright``; empty when none says."""
+    stated = str(metadata.get("license") or "").strip()
+    for name in () if stated else _LICENSE_FILES:
+        path = layout.root / name
+        if path.is_file():
+            with path.open(encoding="utf-8", errors="replace") as text:
+                stated = next((line.strip() for line in text if line.strip()), "")
+            break
+    return (stated or str(metadata.get("copyright") or "").strip())[:200]
 
 
 def bundle_requirements(metadata: dict[str, Any]) -> list[str]:

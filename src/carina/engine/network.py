@@ -89,6 +89,17 @@ def load_network(
         return OnnxNetwork(onnx)
     network = build_network(resolved)
     state = load_state_dict(weights)
+    expected = network.state_dict()
+    misfits = [
+        f"{name} is {list(tensor.shape)} in the file, {list(expected[name].shape)} in the network"
+        for name, tensor in state.items()
+        if name in expected and tensor.shape != expected[name].shape
+    ]
+    if misfits:
+        raise ArchiveError(
+            f"{weights.name}: the weights do not fit the network ({len(misfits)} tensors of "
+            f"another shape: {'; '.join(misfits[:2])} ...)"
+        )
     result = network.load_state_dict(state, strict=False)
     problems = list(result.missing_keys)[:3] + list(result.unexpected_keys)[:3]
     if problems:

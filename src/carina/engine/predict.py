@@ -102,8 +102,11 @@ class Predictor:
             feeds_volume=isinstance(first, LoadVolumed),
         )
 
-    def predict(self, source: str | Path | Volume) -> Prediction:
-        """Segment one image; the label map has the input's grid and geometry.
+    def predict(
+        self, source: str | Path | Volume, *, extra: dict[str, Any] | None = None
+    ) -> Prediction:
+        """Segment one image; the label map has the input's grid and geometry. ``extra`` goes
+        into the pre-processing's data beside the image (a DeepEdit Bundle's clicks).
 
         Raises:
             ImageReadError: the image cannot be read.
@@ -119,7 +122,7 @@ class Predictor:
         start = time.perf_counter()
         with contextlib.ExitStack() as stack:
             feed: Any = volume if self.feeds_volume else _file_for(source, volume, stack)
-            data = self.preprocessing({"image": feed})
+            data = self.preprocessing({**(extra or {}), "image": feed})
         image = data["image"]
         timings["pre"] = time.perf_counter() - start
 

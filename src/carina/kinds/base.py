@@ -47,6 +47,8 @@ class InferenceRequest:
         background: clicks outside it.
         extreme_points: the structure's extreme points.
         current_point: the click that selects the slice of a 2D model.
+        label: the structure the clicks are for, in a model of several (DeepEdit); None: its
+            first.
         spatial_size: the window a DeepGrow model looks at, in voxels (default: the model's).
         max_work_bytes: the working memory the request may ask for (estimated before running).
     """
@@ -56,6 +58,7 @@ class InferenceRequest:
     background: tuple[Point, ...] = ()
     extreme_points: tuple[Point, ...] = ()
     current_point: Point | None = None
+    label: str | None = None
     spatial_size: tuple[int, ...] | None = None
     max_work_bytes: int = DEFAULT_MAX_WORK_BYTES
 

@@ -17,6 +17,7 @@ from carina.archive import Archive
 from carina.archive.schema import ServingConfig
 from carina.errors import ConfigError
 from carina.kinds.base import ModelKind, Runner, serving_file
+from carina.kinds.deepedit import DEEPEDIT
 from carina.kinds.deepgrow import DEEPGROW
 from carina.kinds.dextr3d import DEXTR3D
 from carina.kinds.segmentation import SEGMENTATION
@@ -36,6 +37,7 @@ KINDS: Kinds = MappingProxyType(
             dataclasses.replace(SEGMENTATION, name="others"),
             DEEPGROW,
             DEXTR3D,
+            DEEPEDIT,
         )
     }
 )

@@ -79,6 +79,7 @@ class Services:
                 device=settings.device,
                 max_bytes=settings.max_image_bytes,
                 kinds=KINDS if kinds is None else kinds,
+                allow_code=settings.allow_code_uploads,
             ),
             sessions=SessionStore(
                 workspace / "sessions",

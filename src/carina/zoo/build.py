@@ -99,6 +99,7 @@ def package_archive(
     write_manifest(target)
     serving = Archive.open(target).serving_config()
     metrics = json.loads((target / "eval" / "metrics.json").read_text())
+    previous = load_index().get(name) if target.parent == ARCHIVES else None
     entry = ZooEntry(
         name=name,
         version=serving.version,
@@ -114,6 +115,7 @@ def package_archive(
             "split": metrics["split"],
         },
         source=f"carina zoo build {name} (examples/archives/{name}; data {metrics['dataset']})",
+        license=serving.license or (previous.license if previous else ""),
     )
     if target.parent == ARCHIVES:
         entries = load_index()

@@ -25,6 +25,7 @@ class ZooEntry(BaseModel):
         size: bytes of all its files.
         metrics: ``eval/metrics.json`` as measured when it was built.
         source: how it was made (the ``carina zoo build`` command and its data).
+        license: the terms of use of the model, from the data it was trained on.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -38,6 +39,7 @@ class ZooEntry(BaseModel):
     size: int = Field(ge=0)
     metrics: dict[str, Any]
     source: str
+    license: str = ""
 
 
 def load_index(path: Path = INDEX_PATH) -> dict[str, ZooEntry]:

@@ -43,7 +43,8 @@ _SHOWN_NAME = "the uploaded image"
 def model_entry(info: ModelInfo) -> ModelEntry:
     """The ``/v1/models`` entry of a model (spec 5.3): its serving config's name, type, labels,
     description and version; ``padding``, ``roi`` and ``sigma`` for DExtr3D models, ``deepgrow``
-    for DeepGrow models, then the config's ``meta_data`` (which never overrides those)."""
+    for DeepGrow models; its card's ``license``, ``source`` (zoo, bundle, nnunet, upload,
+    archive) and ``format``; then the config's ``meta_data`` (which never overrides those)."""
     spec = info.spec
     entry: dict[str, Any] = {
         "name": info.name,
@@ -56,6 +57,9 @@ def model_entry(info: ModelInfo) -> ModelEntry:
         entry.update(padding=spec.padding, roi=spec.roi, sigma=spec.sigma)
     if spec.deepgrow is not None:
         entry["deepgrow"] = spec.deepgrow
+    if info.card is not None:
+        card = info.card
+        entry.update(license=card.license, source=card.source.value, format=card.format)
     for key, value in spec.meta_data.items():
         entry.setdefault(key, value)
     return ModelEntry.model_validate(entry)
@@ -101,6 +105,7 @@ def request_fields(guidance: Guidance, params: dict[str, Any]) -> dict[str, Any]
             "background": _tuples(as_points(params.get("background"), "background")),
             "current_point": tuple(current) if current is not None else None,
             "spatial_size": tuple(size) if size is not None else None,
+            "label": label if isinstance(label := params.get("label"), str) and label else None,
         }
     return {}
 

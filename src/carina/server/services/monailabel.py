@@ -153,7 +153,17 @@ def dimension(info: ModelInfo) -> int:
 def carina_params(info: ModelInfo, params: dict[str, Any]) -> dict[str, Any] | None:
     """The params of a MONAI Label inference call as Carina's kinds take them: a DExtr3D
     model's ``foreground`` points are its extreme points. None when the call cannot run yet
-    (a DExtr3D model with fewer than 6 points): the answer is then an empty label."""
+    (a DExtr3D model with fewer than 6 points): the answer is then an empty label. A DeepEdit
+    model's clicks come under each label's name (what the plugins send): the named ``label``'s
+    (else the first label's) are its foreground."""
+    if info.kind.monai_label_type == "deepedit":
+        named = params.get("label")
+        label = named if isinstance(named, str) and named else next(iter(info.spec.labels), "")
+        return {
+            **params,
+            "label": label,
+            "foreground": params.get(label) or params.get("foreground"),
+        }
     if info.kind.guidance != Guidance.EXTREME_POINTS or "points" in params:
         return params
     points = params.get("foreground") or []
@@ -167,7 +177,7 @@ def label_names(
 ) -> dict[str, int]:
     """The answer's ``label_names`` (name -> voxel value): a segmentation model's labels; for an
     interactive model, the segment the client named (``label``) or its first label, as 1."""
-    if info.kind.guidance == Guidance.NONE:
+    if info.kind.guidance == Guidance.NONE or info.kind.monai_label_type == "deepedit":
         return {name: n for n, name in enumerate(info.spec.labels, start=1)}
     named = params.get("label")
     if isinstance(named, str) and named:

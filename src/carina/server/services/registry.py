@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import threading
 import time
@@ -29,16 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from carina.archive import Archive, ServingConfig
-from carina.archive.layout import find_root
+from carina.archive.layout import MODEL_NAME, UPLOAD_MARKER, check_model_name, find_root
 from carina.archive.pack import install_folder, recover_installs, unpack_archive
 from carina.errors import ArchiveError, ConfigError, ModelNotFound, RequestError
 from carina.files import atomic_write_bytes, owned_folder, owner_tag, sweep_stale
 from carina.kinds import KINDS, Kinds, ModelKind, Runner, kind_of, load_runner
+from carina.zoo.servable import ModelCard, model_card
 
 log = logging.getLogger(__name__)
 
-#: Model names: what ``model=`` carries and the folder name under ``models/``.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 #: Files whose change means the archive changed (reload the network).
 _WATCHED = (
     "config/config_aiaa.json",
@@ -46,41 +44,32 @@ _WATCHED = (
     "config/environment.json",
     "models/model.pt",
     "models/model.ts",
+    "models/model.onnx",
     "configs/metadata.json",
     "configs/inference.json",
+    "dataset.json",
+    "plans.json",
+    "carina.json",
+    *(f"fold_{fold}/checkpoint_final.pth" for fold in ("0", "1", "2", "3", "4", "all")),
 )
 #: Model files of TensorFlow-era Clara archives, which a PyTorch server cannot run.
 _TENSORFLOW = (".pb", ".index", ".meta", ".data-00000-of-00001", ".savedmodel")
 
-#: Written into an archive installed over HTTP: it stays untrusted data whenever it is loaded.
-UPLOAD_MARKER = ".carina-upload.json"
 #: Hidden work folders under ``models/``: uploads being checked, installs and deletes under way.
 _WORK_FOLDERS = (".*.upload@*", ".*.install@*", ".*.deleted@*", ".*.old@*")
 
 Signature = tuple[tuple[int, int], ...]
 
 
-def check_model_name(name: str) -> str:
-    """``name`` if it is a safe model name (letters, digits, ``_ . -``; no path), else an error.
-
-    Raises:
-        RequestError: an empty, too long or unsafe name (``..``, ``/``, ``\\``).
-    """
-    if not _NAME.fullmatch(name) or ".." in name:
-        raise RequestError(
-            f"invalid model name {name[:64]!r}: use letters, digits, '_', '.' and '-' "
-            "(at most 128, starting with a letter or digit)"
-        )
-    return name
-
-
 @dataclass(frozen=True)
 class ModelInfo:
-    """A servable model: the name it is installed under, its serving config and its kind."""
+    """A servable model: the name it is installed under, its serving config, its kind and its
+    card (what ``/v1/models`` shows: licence, where it came from)."""
 
     name: str
     spec: ServingConfig
     kind: ModelKind
+    card: ModelCard | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +103,7 @@ class ModelRegistry:
         device: where networks run (None: CUDA when present).
         max_bytes: the largest unzipped upload accepted.
         kinds: the model kinds served (default: every kind Carina has).
+        allow_code: admin uploads may carry code (run as trusted); off, they are data only.
     """
 
     def __init__(
@@ -124,8 +114,10 @@ class ModelRegistry:
         device: str | None,
         max_bytes: int,
         kinds: Kinds = KINDS,
+        allow_code: bool = False,
     ) -> None:
         self.folder = folder
+        self.allow_code = allow_code
         self.memory_budget = memory_budget
         self.device = device
         self.max_bytes = max_bytes
@@ -185,7 +177,7 @@ class ModelRegistry:
         names = sorted(
             p.name
             for p in _list_dir(self.folder)
-            if not p.name.startswith(".") and _NAME.fullmatch(p.name) and p.is_dir()
+            if not p.name.startswith(".") and MODEL_NAME.fullmatch(p.name) and p.is_dir()
         )
         with self._lock:
             for name in set(self._known) - set(names):
@@ -238,7 +230,8 @@ class ModelRegistry:
         """The model's typed serving config and kind (no torch: configs only)."""
         archive = Archive.open(root)
         spec = archive.serving_config()
-        return ModelInfo(name, spec, kind_of(archive, spec, self.kinds))
+        kind = kind_of(archive, spec, self.kinds)
+        return ModelInfo(name, spec, kind, model_card(name, archive, spec))
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -281,15 +274,29 @@ class ModelRegistry:
         """
         folder = self.folder / name
         try:
-            trusted = not (folder / UPLOAD_MARKER).is_file()
             _, runner = load_runner(
-                find_root(folder), device=self.device, trusted=trusted, kinds=self.kinds
+                find_root(folder),
+                device=self.device,
+                trusted=self._trusted(folder),
+                kinds=self.kinds,
             )
         except (ArchiveError, ConfigError, OSError) as exc:
             if not folder.is_dir():
                 raise ModelNotFound(f"model {name!r} not found") from exc
             raise
         return runner
+
+    def _trusted(self, folder: Path) -> bool:
+        """Whether an installed archive may run code: not uploaded, or uploaded with code while
+        this server allows code uploads (a server started without the setting refuses it)."""
+        marker = folder / UPLOAD_MARKER
+        if not marker.is_file():
+            return True
+        try:
+            uploaded = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            return False
+        return self.allow_code and isinstance(uploaded, dict) and uploaded.get("code") is True
 
     def sweep(self, *, max_age: float = 3600.0) -> list[str]:
         """Repair and remove what killed processes left under ``models/``: a replaced archive
@@ -396,10 +403,13 @@ class ModelRegistry:
     def _install(self, name: str, root: Path) -> ModelInfo:
         """Check the staged archive as an upload (code refused, runner built), then install it."""
         root = find_root(root)
-        kind, runner = load_runner(root, device="cpu", trusted=False, kinds=self.kinds)
-        info = ModelInfo(name, runner.spec, kind)
-        marker = {"uploaded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        kind, runner = load_runner(root, device="cpu", trusted=self.allow_code, kinds=self.kinds)
+        archive = Archive.open(root, trusted=self.allow_code)
+        marker: dict[str, Any] = {"uploaded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if self.allow_code:
+            marker["code"] = True  # the admin was allowed to upload code: it runs as trusted
         atomic_write_bytes(root / UPLOAD_MARKER, json.dumps(marker).encode())
+        info = ModelInfo(name, runner.spec, kind, model_card(name, archive, runner.spec))
         install_folder(root, self.folder, name, copy=False)
         with self._lock:
             self._loaded.pop(name, None)
