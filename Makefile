@@ -8,6 +8,10 @@ BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 TPTBOX_VERSION := 1.1.0
 STAMP := $(VENV)/.carina-installed
+NNUNET_PACKAGES := nnunetv2==2.8.1 dynamic-network-architectures==0.4.4 acvl-utils==0.2.6 \
+  batchgenerators==0.25.5 batchgeneratorsv2==0.3.6 blosc2==4.15.0 ndindex==1.10.1 \
+  connected-components-3d==4.1.1 imagecodecs==2026.3.6 seaborn==0.13.2 yacs==0.1.8 future==1.0.0 \
+  graphviz==0.21 unittest2==1.1.0 traceback2==1.4.0 linecache2==1.0.0
 CHECKED := src tests benchmarks viewer
 # checkov pins packages that break the project's venv (DESIGN.md), so it gets a venv of its own.
 CHECKOV_VERSION := 3.3.30
@@ -26,6 +30,9 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[all]' --group dev
 	@# tptbox ships the real spine CT/MR sample data; its own dependencies are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps tptbox==$(TPTBOX_VERSION)
+	@# nnU-Net v2 (carina[nnunet]) without the dependencies its model zoo's networks need: pip
+	@# would pull timm -> torchvision, whose PyPI build needs CUDA torch and breaks on a CPU torch.
+	$(BIN)/python -m pip install --quiet --no-deps $(NNUNET_PACKAGES)
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -39,6 +39,7 @@ from carina.archive.security import (
 from carina.archive.serving import (
     bundle_serving_config,
     json_object,
+    nnunet_serving_config,
     serving_content,
 )
 from carina.errors import ArchiveError, ConfigError
@@ -177,8 +178,10 @@ class Archive:
         Raises:
             ConfigError: naming the file and key of the first problem.
         """
-        if self.kind == ArchiveKind.BUNDLE:
-            raise ArchiveError(f"{self.name}: training a MONAI Bundle is not supported; serve it")
+        if self.kind != ArchiveKind.MMAR:
+            raise ArchiveError(
+                f"{self.name}: training a {self.kind.value} model here is not supported; serve it"
+            )
         file = self.layout.train_config.name
         variables = self.variables()
         raw = json_object(read_json(self.layout.train_config), file)
@@ -211,6 +214,8 @@ class Archive:
         """
         if self.kind == ArchiveKind.BUNDLE:
             return bundle_serving_config(self.layout)
+        if self.kind == ArchiveKind.NNUNET:
+            return nnunet_serving_config(self.layout)
         file, content = serving_content(self.layout, self.variables(), batch=batch)
         return validate(ServingConfig, self._with_network(content), file)
 
@@ -225,6 +230,11 @@ class Archive:
         """
         if self.kind == ArchiveKind.BUNDLE:
             return self._bundle_serving()
+        if self.kind == ArchiveKind.NNUNET:
+            raise ArchiveError(
+                f"{self.name}: an nnU-Net folder runs through nnunetv2's own predictor, not a "
+                "Carina pipeline (check it with `carina model check`)"
+            )
         variables = self.variables()
         file, raw = serving_content(self.layout, variables, batch=batch)
         content, notes = rewrite_legacy(raw)

@@ -101,6 +101,28 @@ class TrainSettings(_Strict):
     search: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class NnUNetSettings(_Strict):
+    """``carina.json`` beside an nnU-Net v2 results folder: how Carina runs it (all optional).
+
+    Attributes:
+        folds: the folds to ensemble (``0``..``4`` or ``"all"``); None: every ``fold_*`` that has
+            the checkpoint.
+        checkpoint: the checkpoint file in each fold folder.
+        mirroring: test-time mirroring along the axes the model was trained to allow (nnU-Net's
+            default; up to 8 passes in 3D, so about 8 times the time).
+        tile_step_size: sliding-window step as a fraction of the patch (nnU-Net's 0.5).
+        description, version, license: shown on the model's card.
+    """
+
+    folds: list[int | Literal["all"]] | None = Field(default=None, min_length=1)
+    checkpoint: str = Field(default="checkpoint_final.pth", pattern=r"^[A-Za-z0-9_.-]+\.pth$")
+    mirroring: bool = True
+    tile_step_size: float = Field(default=0.5, gt=0, le=1)
+    description: str = ""
+    version: str = "1"
+    license: str = ""
+
+
 #: A colour as ``[r, g, b]``, each 0-255.
 RGB = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)]
 

@@ -8,7 +8,8 @@ reaches every id of every file MONAI parses); a ``_target_`` that is not an allo
 ``callable`` or ``partial`` (``debug`` starts the Python debugger); a ``_disabled_`` that is not a
 plain boolean; a network argument that downloads weights; ``custom/``, ``BYOC/`` or ``scripts/``
 folders, Python files, and checkpoints that need pickle (anything ``torch.load(weights_only=True)``
-refuses). Nothing of an archive is built or imported before this check passes.
+refuses; nnU-Net's ``fold_*/*.pth`` too). Nothing of an archive is built or imported before this
+check passes.
 """
 
 from __future__ import annotations
@@ -73,22 +74,39 @@ def find_code_in_configs(layout: ArchiveLayout) -> list[str]:
 
 def find_code_files(root: Path) -> list[str]:
     """Code folders and pickled checkpoints in an archive folder."""
-    import torch
-
     findings = [f"{name}/: a folder of code" for name in CODE_FOLDERS if (root / name).exists()]
     findings += [
         f"{path.relative_to(root)}: Python source"
         for path in sorted(root.rglob("*.py"))
         if not any(part in CODE_FOLDERS for part in path.relative_to(root).parts)
     ]
-    for path in sorted((root / "models").glob("*.pt")) if (root / "models").is_dir() else []:
+    checkpoints = sorted((root / "models").glob("*.pt")) if (root / "models").is_dir() else []
+    checkpoints += sorted(root.glob("fold_*/*.pth"))  # an nnU-Net results folder's
+    for path in checkpoints:
         try:
-            torch.load(path, map_location="cpu", weights_only=True)
+            load_weights_only(path)
         except Exception as exc:  # torch raises UnpicklingError, RuntimeError, ...
             findings.append(
-                f"models/{path.name}: not loadable as weights only ({type(exc).__name__})"
+                f"{path.relative_to(root).as_posix()}: not loadable as weights only "
+                f"({type(exc).__name__})"
             )
     return findings
+
+
+def load_weights_only(path: Path) -> Any:
+    """A checkpoint loaded with ``torch.load(weights_only=True)``: tensors and plain data, plus
+    NumPy scalars and dtypes (nnU-Net logs its figures as NumPy scalars); never other objects.
+
+    Raises:
+        Exception: whatever torch raises for a file that holds anything else, or is damaged.
+    """
+    import numpy as np
+    import torch
+    from numpy._core.multiarray import scalar
+
+    numpy_data: list[Any] = [scalar, np.dtype, *{type(np.dtype(t)) for t in "?bBhHiIlLqQefdgFDG"}]
+    with torch.serialization.safe_globals(numpy_data):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def refuse_code(findings: list[str]) -> None:

@@ -1,8 +1,9 @@
 """Reading an archive's serving description, once, into the typed :class:`ServingConfig`.
 
-Three forms are read: Carina's ``config/config_aiaa.json`` (or ``config_inference.json`` for batch
-inference), a Clara 3.x/4.x ``config_aiaa.json`` (translated by :mod:`carina.archive.clara`), and a
-MONAI Bundle's ``configs/metadata.json`` with ``configs/inference.json``. Reading needs neither
+Four forms are read: Carina's ``config/config_aiaa.json`` (or ``config_inference.json`` for batch
+inference), a Clara 3.x/4.x ``config_aiaa.json`` (translated by :mod:`carina.archive.clara`), a
+MONAI Bundle's ``configs/metadata.json`` with ``configs/inference.json``, and an nnU-Net v2 results
+folder's ``dataset.json`` (with Carina's optional ``carina.json``). Reading needs neither
 torch nor MONAI (Clara configs with removed MONAI names aside), so a server lists its models in
 milliseconds; the components stay Bundle-syntax dicts, built later through
 :class:`~carina.archive.archive.ResolvedConfig`.
@@ -11,11 +12,12 @@ milliseconds; the components stay Bundle-syntax dicts, built later through
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 from typing import Any
 
 from carina.archive.clara import translate_serving_config
 from carina.archive.layout import ArchiveLayout
-from carina.archive.schema import ModelType, ServingConfig, read_json
+from carina.archive.schema import ModelType, NnUNetSettings, ServingConfig, read_json, validate
 from carina.errors import ConfigError
 
 
@@ -137,3 +139,82 @@ def json_object(value: Any, file: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(file, "", "must be a JSON object")
     return value
+
+
+def nnunet_serving_config(layout: ArchiveLayout) -> ServingConfig:
+    """The typed serving config of an nnU-Net v2 results folder: labels from ``dataset.json``,
+    the folds and checkpoint of ``carina.json`` (all present), one input channel.
+
+    Raises:
+        ConfigError: ``nnunetv2`` is not installed, ``plans.json`` is missing, region-based or
+            multi-channel models, a fold without its checkpoint, naming the file and key.
+    """
+    file = layout.nnunet_dataset.name
+    if importlib.util.find_spec("nnunetv2") is None:
+        raise ConfigError(
+            file, "", "serving an nnU-Net folder needs the package nnunetv2, which is not "
+            "installed (pip install 'carina[nnunet]')"
+        )  # fmt: skip
+    dataset = json_object(read_json(layout.nnunet_dataset), file)
+    if not layout.nnunet_plans.is_file():
+        raise ConfigError(
+            layout.nnunet_plans.name, "", "missing: an nnU-Net results folder holds dataset.json, "
+            "plans.json and fold_N/checkpoint_final.pth, as nnUNetv2_train writes them"
+        )  # fmt: skip
+    plans = json_object(read_json(layout.nnunet_plans), layout.nnunet_plans.name)
+    settings = validate(
+        NnUNetSettings,
+        read_json(layout.nnunet_settings) if layout.nnunet_settings.is_file() else {},
+        layout.nnunet_settings.name,
+    )
+    folds = [str(f) for f in settings.folds] if settings.folds else layout.nnunet_folds()
+    for fold in folds:
+        if not (layout.root / f"fold_{fold}" / settings.checkpoint).is_file():
+            raise ConfigError(
+                layout.nnunet_settings.name,
+                "folds",
+                f"fold_{fold}/{settings.checkpoint} is missing",
+            )
+    channels = dataset.get("channel_names") or dataset.get("modality") or {}
+    if not isinstance(channels, dict) or len(channels) != 1:
+        raise ConfigError(
+            file, "channel_names", f"the model takes {len(channels)} images per case "
+            f"({', '.join(map(str, dict(channels).values()))}); Carina serves models of one image"
+        )  # fmt: skip
+    labels = nnunet_labels(dataset, file)
+    trained = layout.root.name.split("__")  # Trainer__Plans__configuration, when not renamed
+    where = f" ({trained[-1]})" if len(trained) == 3 else ""
+    mirroring = "with" if settings.mirroring else "without"
+    described = f"nnU-Net v2 {plans.get('dataset_name', '')}{where}, folds {', '.join(folds)}"
+    return ServingConfig(
+        version=settings.version,
+        type=ModelType.SEGMENTATION,
+        labels=labels,
+        description=settings.description or f"{described}, {mirroring} test-time mirroring",
+        license=settings.license or str(dataset.get("licence") or dataset.get("license") or ""),
+        model_file=f"fold_{folds[0]}/{settings.checkpoint}",
+    )
+
+
+def nnunet_labels(dataset: dict[str, Any], file: str) -> list[str]:
+    """The label names of an nnU-Net ``dataset.json`` in value order, background left out.
+
+    Raises:
+        ConfigError: a region-based label (a list of values), a value that is not a whole
+            number, or values with gaps.
+    """
+    labels = dataset.get("labels")
+    if not isinstance(labels, dict) or not labels:
+        raise ConfigError(file, "labels", "must map each label name to its value")
+    values = {}
+    for name, value in labels.items():
+        if isinstance(value, list | tuple):
+            raise ConfigError(
+                file, f"labels.{name}", "region-based models (labels as lists) are not served"
+            )
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(file, f"labels.{name}", f"{value!r} is not a label value")
+        values[value] = str(name)
+    if sorted(values) != list(range(len(values))):
+        raise ConfigError(file, "labels", f"values must be 0..{len(values) - 1} without gaps")
+    return [values[v] for v in sorted(values) if v > 0]

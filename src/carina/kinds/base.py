@@ -144,13 +144,14 @@ def serving_file(archive: Archive) -> str:
 
 def needs_network(archive: Archive, spec: ServingConfig) -> None:
     """The check of the kinds that run a network: the serving config defines one (itself, or
-    through ``config_train.json``), the archive holds TorchScript, or it is a Bundle.
+    through ``config_train.json``), the archive holds TorchScript, or it is a Bundle or an
+    nnU-Net folder.
 
     Raises:
         ConfigError: no network anywhere.
     """
-    bundle = archive.kind == "bundle"
-    if spec.network_def is None and not bundle and not archive.layout.torchscript.is_file():
+    own_config = archive.kind in ("bundle", "nnunet")
+    if spec.network_def is None and not own_config and not archive.layout.torchscript.is_file():
         raise ConfigError(
             serving_file(archive),
             "network_def",

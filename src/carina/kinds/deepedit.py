@@ -34,7 +34,9 @@ class DeepEditRunner(NetworkRunner):
 
 def load(archive: Archive, device: str | None) -> DeepEditRunner:
     """The runner of a DeepEdit Bundle."""
-    return DeepEditRunner(load_segmentation(archive, device).predictor)
+    runner = load_segmentation(archive, device)
+    assert isinstance(runner, NetworkRunner)
+    return DeepEditRunner(runner.predictor)
 
 
 DEEPEDIT = ModelKind(

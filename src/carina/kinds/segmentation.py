@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from carina.kinds.base import Guidance, InferenceRequest, InferenceResult, ModelKind, NetworkRunner
+from carina.kinds.base import (
+    Guidance,
+    InferenceRequest,
+    InferenceResult,
+    ModelKind,
+    NetworkRunner,
+    Runner,
+)
 from carina.limits import check_work
 
 if TYPE_CHECKING:
@@ -32,10 +39,15 @@ class SegmentationRunner(NetworkRunner):
         return InferenceResult(prediction.volume, timings=prediction.timings)
 
 
-def load(archive: Archive, device: str | None) -> SegmentationRunner:
-    """The runner of a segmentation archive (a MONAI Bundle too)."""
+def load(archive: Archive, device: str | None) -> Runner:
+    """The runner of a segmentation archive (a MONAI Bundle too; an nnU-Net folder runs
+    through nnunetv2's own predictor)."""
     from carina.engine.predict import Predictor
 
+    if archive.kind == "nnunet":
+        from carina.kinds.nnunet import load as load_nnunet
+
+        return load_nnunet(archive, device)
     return SegmentationRunner(Predictor.from_archive(archive, device=device))
 
 
