@@ -172,7 +172,9 @@ def test_an_upload_with_code_is_refused_unless_the_server_allows_it(
         assert answer.status_code == 400 and "Python expression" in answer.text
 
 
-def test_what_a_bundle_lacks_is_named_before_it_is_installed(tmp_path: Path) -> None:
+def test_what_a_bundle_lacks_is_named_before_it_is_installed(
+    tmp_path: Path, spine_ct_path: Path
+) -> None:
     models = tmp_path / "workspace" / "models"
     needy = segmentation_bundle(tmp_path / "needy")
     inference = json.loads((needy / "configs" / "inference.json").read_text())
@@ -206,3 +208,24 @@ def test_what_a_bundle_lacks_is_named_before_it_is_installed(tmp_path: Path) -> 
     with pytest.raises(ArchiveError, match=r"size mismatch|do not fit"):
         check_model(models / "misfit", name="misfit")
     assert [p.name for p in models.iterdir() if not p.name.startswith(".")] == ["misfit"]
+
+    # copied in by hand, the server names what is missing once it tries to load them, in
+    # /health too, and the others serve on
+    shutil.copytree(needy, models / "needy")
+    segmentation_bundle(models / "fine")
+    image = spine_ct_path.read_bytes()
+    with TestClient(create_app_for(models.parent)) as client:  # type: ignore[arg-type]
+        for name, status, reason in (
+            ("needy", 400, "needs the package 'carina_no_such_package'"),
+            ("misfit", 400, "the weights do not fit the network"),
+            ("needy", 404, "needs the package 'carina_no_such_package'"),
+            ("fine", 200, ""),
+        ):
+            answer = client.post(
+                f"/v1/segmentation?model={name}", files={"image": ("ct.nii.gz", image)}
+            )
+            assert answer.status_code == status and reason in answer.text, answer.text
+        broken = client.get("/health").json()["broken"]
+        assert "carina_no_such_package" in broken["needy"]
+        assert "models/misfit" in broken["misfit"] and "do not fit" in broken["misfit"]
+        assert [m["name"] for m in client.get("/v1/models").json()] == ["fine"]

@@ -51,8 +51,10 @@ def check(name: str = typer.Argument(...), workspace: Path = WORKSPACE) -> None:
     folder = workspace / "models" / check_model_name(name)
     if not folder.is_dir():
         raise ModelNotFound(f"model {name!r} not found in {workspace / 'models'}")
-    uploaded = (folder / UPLOAD_MARKER).is_file()
-    _print_check(check_model(find_root(folder), name=name, trusted=not uploaded))
+    marker = folder / UPLOAD_MARKER
+    # an upload is data, unless an admin was allowed to upload code with it
+    trusted = not marker.is_file() or '"code": true' in marker.read_text()
+    _print_check(check_model(find_root(folder), name=name, trusted=trusted))
 
 
 @app.command("list")

@@ -257,7 +257,11 @@ class ModelRegistry:
                 loaded = self._loaded.get(name)
                 if loaded is not None and loaded.signature == signature:
                     return loaded.runner
-            runner = self._load(name)
+            try:
+                runner = self._load(name)
+            except (ConfigError, ArchiveError) as exc:
+                self._mark_broken(name, signature, exc)
+                raise
             nbytes = runner.memory_bytes()
             with self._lock:
                 self._loaded[name] = _Loaded(signature, runner, nbytes)
@@ -285,6 +289,20 @@ class ModelRegistry:
                 raise ModelNotFound(f"model {name!r} not found") from exc
             raise
         return runner
+
+    def _mark_broken(self, name: str, signature: Signature, exc: Exception) -> None:
+        """Record that a model's files, read at ``signature``, do not load (an import that fails,
+        weights that do not fit): ``/health`` lists it as broken and later requests are told why,
+        until its files change."""
+        try:
+            problem = _problem(exc, name, find_root(self.folder / name))
+        except OSError:
+            return
+        log.warning("model cannot be loaded", extra={"model": name, "reason": problem})
+        with self._lock:
+            known = self._known.get(name)
+            if known is not None and known.signature == signature:
+                self._known[name] = _Known(signature, None, problem)
 
     def _trusted(self, folder: Path) -> bool:
         """Whether an installed archive may run code: not uploaded, or uploaded with code while
