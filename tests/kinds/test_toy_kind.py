@@ -94,5 +94,5 @@ def test_without_its_registration_the_kind_is_not_served(workspace: Path) -> Non
         assert plain.get("/v1/models", params={"model": "bright"}).status_code == 404
     assert broken["bright"] == (
         "models/bright/config/config_aiaa.json: type: 'threshold' is not a kind this server "
-        "runs (segmentation, others, deepgrow, annotation)"
+        "runs (segmentation, others, deepgrow, annotation, deepedit)"
     )

@@ -102,8 +102,6 @@ def load(archive: Archive, device: str | None) -> NnUNetRunner:
     """
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
     from carina.engine.network import pick_device
 
@@ -111,38 +109,11 @@ def load(archive: Archive, device: str | None) -> NnUNetRunner:
     spec = archive.serving_config()
     settings = _settings(layout)
     folds = [str(f) for f in settings.folds] if settings.folds else layout.nnunet_folds()
-    dataset, plans = read_json(layout.nnunet_dataset), read_json(layout.nnunet_plans)
-    weights: list[dict[str, Any]] = []
-    first: dict[str, Any] = {}
-    for fold in folds:
-        path = layout.root / f"fold_{fold}" / settings.checkpoint
-        try:
-            checkpoint = load_weights_only(path)
-        except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-            raise ArchiveError(
-                f"fold_{fold}/{settings.checkpoint}: cannot be read as weights only "
-                f"({type(exc).__name__}); Carina never unpickles objects"
-            ) from exc
-        if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
-            raise ArchiveError(f"fold_{fold}/{settings.checkpoint}: not an nnU-Net checkpoint")
-        first = first or checkpoint
-        weights.append(checkpoint["network_weights"])
-    plans_manager = PlansManager(plans)
-    configuration = str((first.get("init_args") or {}).get("configuration") or "")
-    try:
-        configuration_manager = plans_manager.get_configuration(configuration)
-    except Exception as exc:  # nnunetv2 raises RuntimeError for an unknown configuration
-        raise ArchiveError(
-            f"plans.json has no configuration {configuration!r} (the checkpoint's)"
-        ) from exc
-    trainer = _trainer_class(str(first.get("trainer_name") or "nnUNetTrainer"))
-    network = trainer.build_network_architecture(
-        plans_manager,
-        configuration_manager,
-        determine_num_input_channels(plans_manager, configuration_manager, dataset),
-        plans_manager.get_label_manager(dataset).num_segmentation_heads,
-        enable_deep_supervision=False,
-    )
+    checkpoints = [_checkpoint(layout, fold, settings.checkpoint) for fold in folds]
+    weights = [checkpoint["network_weights"] for checkpoint in checkpoints]
+    trainer_name = str(checkpoints[0].get("trainer_name") or "nnUNetTrainer")
+    dataset = read_json(layout.nnunet_dataset)
+    network, plans_manager, configuration_manager = _network(layout, checkpoints[0], dataset)
     for fold, state in zip(folds, weights, strict=True):
         try:
             network.load_state_dict(state)
@@ -163,19 +134,63 @@ def load(archive: Archive, device: str | None) -> NnUNetRunner:
         verbose_preprocessing=False,
         allow_tqdm=False,
     )
+    mirror_axes = checkpoints[0].get("inference_allowed_mirroring_axes")
     predictor.manual_initialization(
-        network,
-        plans_manager,
-        configuration_manager,
-        weights,
-        dataset,
-        str(first.get("trainer_name") or "nnUNetTrainer"),
-        first.get("inference_allowed_mirroring_axes"),
+        network, plans_manager, configuration_manager, weights, dataset, trainer_name, mirror_axes
     )
     size = sum(
         t.numel() * t.element_size() for s in weights for t in s.values() if torch.is_tensor(t)
     )
     return NnUNetRunner(predictor, spec, size + 2 * size // max(len(weights), 1))
+
+
+def _checkpoint(layout: ArchiveLayout, fold: str, name: str) -> dict[str, Any]:
+    """A fold's checkpoint, read as weights only.
+
+    Raises:
+        ArchiveError: it needs pickle, is damaged, or is not an nnU-Net checkpoint.
+    """
+    try:
+        checkpoint = load_weights_only(layout.root / f"fold_{fold}" / name)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise ArchiveError(
+            f"fold_{fold}/{name}: cannot be read as weights only ({type(exc).__name__}); "
+            "Carina never unpickles objects"
+        ) from exc
+    if not isinstance(checkpoint, dict) or "network_weights" not in checkpoint:
+        raise ArchiveError(f"fold_{fold}/{name}: not an nnU-Net checkpoint")
+    return checkpoint
+
+
+def _network(
+    layout: ArchiveLayout, checkpoint: dict[str, Any], dataset: Any
+) -> tuple[Any, Any, Any]:
+    """The network ``plans.json`` describes for the checkpoint's configuration (no weights yet),
+    with nnunetv2's plans and configuration managers.
+
+    Raises:
+        ArchiveError: the plans have no such configuration.
+    """
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    plans_manager = PlansManager(read_json(layout.nnunet_plans))
+    configuration = str((checkpoint.get("init_args") or {}).get("configuration") or "")
+    try:
+        configuration_manager = plans_manager.get_configuration(configuration)
+    except Exception as exc:  # nnunetv2 raises RuntimeError for an unknown configuration
+        raise ArchiveError(
+            f"plans.json has no configuration {configuration!r} (the checkpoint's)"
+        ) from exc
+    trainer = _trainer_class(str(checkpoint.get("trainer_name") or "nnUNetTrainer"))
+    network = trainer.build_network_architecture(
+        plans_manager,
+        configuration_manager,
+        determine_num_input_channels(plans_manager, configuration_manager, dataset),
+        plans_manager.get_label_manager(dataset).num_segmentation_heads,
+        enable_deep_supervision=False,
+    )
+    return network, plans_manager, configuration_manager
 
 
 def _settings(layout: ArchiveLayout) -> NnUNetSettings:

@@ -15,6 +15,7 @@ only when its serving config is valid and a kind serves it; a broken one is logg
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -23,6 +24,7 @@ import time
 import uuid
 import zipfile
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -291,9 +293,8 @@ class ModelRegistry:
         return runner
 
     def _mark_broken(self, name: str, signature: Signature, exc: Exception) -> None:
-        """Record that a model's files, read at ``signature``, do not load (an import that fails,
-        weights that do not fit): ``/health`` lists it as broken and later requests are told why,
-        until its files change."""
+        """Record that a model's files (at ``signature``) do not load: ``/health`` lists it as
+        broken and requests are told why until its files change."""
         try:
             problem = _problem(exc, name, find_root(self.folder / name))
         except OSError:
@@ -307,11 +308,10 @@ class ModelRegistry:
     def _trusted(self, folder: Path) -> bool:
         """Whether an installed archive may run code: not uploaded, or uploaded with code while
         this server allows code uploads (a server started without the setting refuses it)."""
-        marker = folder / UPLOAD_MARKER
-        if not marker.is_file():
-            return True
         try:
-            uploaded = json.loads(marker.read_text())
+            uploaded = json.loads((folder / UPLOAD_MARKER).read_text())
+        except FileNotFoundError:
+            return True
         except (OSError, ValueError):
             return False
         return self.allow_code and isinstance(uploaded, dict) and uploaded.get("code") is True
@@ -434,21 +434,14 @@ class ModelRegistry:
         log.info("model installed", extra={"model": name})
         return info
 
-    def _staging(self, name: str) -> _Staging:
-        return _Staging(owned_folder(self.folder, f".{name}.upload"))
-
-
-class _Staging:
-    """A hidden folder under ``models/`` removed on exit, whatever happened."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __enter__(self) -> Path:
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+    @contextlib.contextmanager
+    def _staging(self, name: str) -> Iterator[Path]:
+        """A hidden folder under ``models/`` removed on exit, whatever happened."""
+        path = owned_folder(self.folder, f".{name}.upload")
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _problem(exc: Exception, name: str, root: Path) -> str:
