@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     inference_timeout: float = Field(
         default=300.0, gt=0, description="Seconds one inference may take (HTTP 504 above)."
     )
+    inference_plan: Literal["auto", "archive"] = Field(
+        default="auto",
+        description="How segmentation networks run: 'auto' plans each image (the whole image in "
+        "one pass when it fits max_work_bytes, else the largest windows that fit), 'archive' "
+        "runs each archive's configured sliding window exactly.",
+    )
     max_work_bytes: int = Field(
         default=DEFAULT_MAX_WORK_BYTES,
         gt=0,

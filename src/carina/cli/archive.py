@@ -80,3 +80,26 @@ def unpack(
 
     root = unpack_archive(source, target, max_bytes=Settings().max_image_bytes)
     console.print(f"unpacked into {root}", highlight=False)
+
+
+@app.command("plan-check")
+def plan_check(
+    path: Path = typer.Argument(..., help="Archive folder."),
+    images: list[Path] = typer.Argument(..., help="Images to compare on (its validation cases)."),
+    device: str | None = typer.Option(None, help="cpu, cuda, ..."),
+) -> None:
+    """Compare the planned inference (whole image, larger windows) with the archive's sliding
+    window; record in eval/inference_plan.json whether it may be used (per-label Dice >= 0.99)."""
+    from carina.archive import Archive
+    from carina.engine.agreement import check_plan
+
+    result = check_plan(Archive.open(path), {p.name: p for p in images}, device=device)
+    for name, scores in result.scores.items():
+        shown = ", ".join(f"{label} {dice:.4f}" for label, dice in scores.items())
+        console.print(f"{name}: {result.plans[name]}: {shown}", highlight=False)
+    verdict = (
+        "passed: the server plans this archive's runs"
+        if result.passed
+        else (f"not passed ({result.reason}): the server runs the archive's sliding window")
+    )
+    console.print(verdict, highlight=False)

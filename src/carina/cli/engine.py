@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import typer
 
@@ -114,13 +114,27 @@ def infer(
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the label maps."),
     suffix: str = typer.Option(".nii.gz", help="Output format: .nii.gz, .nii, .nrrd or .mha."),
     device: str | None = typer.Option(None, help="cpu, cuda, ..."),
+    plan: str | None = typer.Option(
+        None,
+        help="auto: the whole image in one pass when it fits CARINA_MAX_WORK_BYTES, else the "
+        "largest windows that fit; archive: the archive's sliding window exactly (default: "
+        "CARINA_INFERENCE_PLAN, auto).",
+    ),
 ) -> None:
     """Segment images; each label map keeps its input's exact geometry."""
     from carina.archive import Archive
     from carina.engine.failures import model_failures
     from carina.engine.predict import Predictor
+    from carina.errors import CarinaError
 
-    predictor = Predictor.from_archive(Archive.open(archive), device=device, batch=True)
+    if plan not in (None, "auto", "archive"):
+        raise CarinaError(f"--plan {plan!r}: choose auto or archive")
+    chosen: Literal["auto", "archive"] | None = (
+        "archive" if plan == "archive" else "auto" if plan == "auto" else None
+    )
+    predictor = Predictor.from_archive(
+        Archive.open(archive), device=device, batch=True, plan=chosen
+    )
     output.mkdir(parents=True, exist_ok=True)
     for image in images:
         stem = image.name.split(".")[0] or image.name

@@ -19,11 +19,21 @@ import torch
 
 from carina.archive import Archive, ServingConfig
 from carina.engine.network import load_network, pick_device
+from carina.engine.plan import (
+    InferencePlan,
+    NetworkProfile,
+    PlanChoice,
+    plan_inference,
+    plan_is_checked,
+    profile_network,
+    run_planned,
+)
 from carina.engine.transforms import LoadVolumed
 from carina.errors import ArchiveError
 from carina.io import Volume, load_volume, save_volume
 from carina.io.formats import suffix_of
 from carina.limits import checked_calls
+from carina.settings import DEFAULT_MAX_WORK_BYTES, Settings
 
 #: Post-processing steps a server never runs: they write files.
 _WRITERS = ("SaveImage", "SaveImaged")
@@ -60,6 +70,8 @@ class Predictor:
         settings: ServingConfig,
         device: torch.device,
         feeds_volume: bool,
+        planned: bool = False,
+        free: bool = False,
     ) -> None:
         self.network = network.to(device).eval()
         self.preprocessing = preprocessing
@@ -68,12 +80,25 @@ class Predictor:
         self.settings = settings
         self.device = device
         self.feeds_volume = feeds_volume
+        self.planned = planned
+        self.free = free
+        self.last_plan: InferencePlan | None = None
+        self.profile: NetworkProfile | None = None
+        self._channels_last = False
 
     @classmethod
     def from_archive(
-        cls, archive: Archive, *, device: str | None = None, batch: bool = False
+        cls,
+        archive: Archive,
+        *,
+        device: str | None = None,
+        batch: bool = False,
+        plan: PlanChoice | None = None,
     ) -> Predictor:
         """Build the predictor of an archive (``batch``: prefer ``config_inference.json``).
+        ``plan``: ``auto`` plans each image's run (:mod:`carina.engine.plan`; a Carina archive
+        with a sliding-window inferer), ``archive`` runs the archive's inferer as configured;
+        default: the ``CARINA_INFERENCE_PLAN`` setting.
 
         Raises:
             ConfigError, ArchiveError: a component or the weights cannot be loaded.
@@ -100,13 +125,20 @@ class Predictor:
             settings=settings,
             device=pick_device(device),
             feeds_volume=isinstance(first, LoadVolumed),
+            planned=(plan or Settings().inference_plan) == "auto" and archive.kind == "mmar",
+            free=plan_is_checked(archive.layout.root, weights),
         )
 
     def predict(
-        self, source: str | Path | Volume, *, extra: dict[str, Any] | None = None
+        self,
+        source: str | Path | Volume,
+        *,
+        extra: dict[str, Any] | None = None,
+        budget: int = DEFAULT_MAX_WORK_BYTES,
     ) -> Prediction:
         """Segment one image; the label map has the input's grid and geometry. ``extra`` goes
-        into the pre-processing's data beside the image (a DeepEdit Bundle's clicks).
+        into the pre-processing's data beside the image (a DeepEdit Bundle's clicks); ``budget``
+        is the working memory the inference plan may use.
 
         Raises:
             ImageReadError: the image cannot be read.
@@ -127,19 +159,24 @@ class Predictor:
         timings["pre"] = time.perf_counter() - start
 
         start = time.perf_counter()
+        batch = (image.as_tensor() if isinstance(image, MetaTensor) else image).unsqueeze(0)
         with torch.inference_mode(), _autocast(self.device):
-            logits = self.inferer(image.unsqueeze(0).to(self.device), checked_calls(self.network))
+            logits = self._infer(batch.to(self.device), budget)
         logits = logits[0].float().cpu()
         timings["infer"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        if isinstance(image, MetaTensor):
-            logits = MetaTensor(
-                logits, meta=image.meta, applied_operations=image.applied_operations
-            )
-        data["pred"] = logits
-        data = self.postprocessing(data) if self.postprocessing is not None else data
-        labels = _restore(data, self.preprocessing)
+        spatial_steps = isinstance(image, MetaTensor) and bool(image.applied_operations)
+        if _only_argmax(self.postprocessing) and not spatial_steps:
+            labels = argmax_labels(logits)  # what AsDiscreted(argmax=True) gives, 5x faster
+        else:
+            if isinstance(image, MetaTensor):
+                logits = MetaTensor(
+                    logits, meta=image.meta, applied_operations=image.applied_operations
+                )
+            data["pred"] = logits
+            data = self.postprocessing(data) if self.postprocessing is not None else data
+            labels = _restore(data, self.preprocessing)
         timings["post"] = time.perf_counter() - start
         if labels.shape != volume.shape:
             raise ArchiveError(
@@ -147,6 +184,35 @@ class Predictor:
                 f"shape {volume.shape}: add a restoring step (Invertd) to its post-processing"
             )
         return Prediction(volume.with_array(labels), timings)
+
+    def _infer(self, batch: torch.Tensor, budget: int) -> torch.Tensor:
+        """The network's logits for ``batch``, run as planned for its size (or as configured)."""
+        from monai.inferers import SlidingWindowInferer
+        from monai.utils import ensure_tuple_rep
+
+        network = checked_calls(self.network)
+        if not self.planned or not isinstance(self.inferer, SlidingWindowInferer):
+            return self.inferer(batch, network)  # type: ignore[no-any-return]
+        if self.profile is None:
+            self.profile = profile_network(self.network, batch.shape[1], batch.ndim - 2)
+            self._channels_last = not self.profile.window_dependent and _channels_last_helps(
+                self.network, self.device, batch.ndim
+            )
+            if self._channels_last:
+                self.network.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+        if self._channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last_3d)
+        roi = tuple(int(n) for n in ensure_tuple_rep(self.inferer.roi_size, batch.ndim - 2))
+        plan = plan_inference(
+            tuple(batch.shape[2:]),
+            self.profile,
+            budget=budget,
+            archive_roi=roi,
+            archive_batch=int(self.inferer.sw_batch_size),
+            free=self.free,
+        )
+        self.last_plan = plan
+        return run_planned(plan, batch, network, self.inferer)
 
     def predict_to_file(self, source: str | Path | Volume, target: str | Path) -> Prediction:
         """:meth:`predict`, then write the label map atomically (its time under ``write``)."""
@@ -166,6 +232,46 @@ def _file_for(source: str | Path | Volume, volume: Volume, stack: contextlib.Exi
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="carina-feed-")))
     save_volume(volume, folder / "image.nii")
     return str(folder / "image.nii")
+
+
+def argmax_labels(logits: torch.Tensor) -> np.ndarray[Any, Any]:
+    """The label map of ``[C, *spatial]`` logits: the channel of the largest value, the first on
+    ties (as ``torch.argmax``), as uint8 (uint16 past 255 channels). The channels are made the
+    innermost axis first: the reduction then reads memory in order."""
+    innermost = logits.movedim(0, -1).contiguous()
+    labels = torch.argmax(innermost, dim=-1)
+    dtype = torch.uint8 if logits.shape[0] <= 256 else torch.int32
+    array = labels.to(dtype).numpy()
+    return array if dtype == torch.uint8 else array.astype(np.uint16)
+
+
+def _channels_last_helps(network: torch.nn.Module, device: torch.device, ndim: int) -> bool:
+    """Whether to run a network channels-last: a PyTorch 3D network on the CPU, where its
+    convolutions on a whole image run about 15 % faster and the argmax over channels reads memory
+    in order (on small windows it does not help)."""
+    from carina.engine.network import OnnxNetwork
+
+    plain = not isinstance(network, OnnxNetwork | torch.jit.ScriptModule)
+    return plain and device.type == "cpu" and ndim == 5
+
+
+def _only_argmax(postprocessing: Any) -> bool:
+    """Whether a post-processing is exactly ``AsDiscreted(keys="pred", argmax=True)``."""
+    from monai.transforms import AsDiscreted
+
+    transforms = list(getattr(postprocessing, "transforms", []) or [])
+    if len(transforms) != 1 or type(transforms[0]) is not AsDiscreted:
+        return False
+    step = transforms[0]
+    converter = step.converter
+    return (
+        tuple(step.keys) == ("pred",)
+        and list(step.argmax) == [True]
+        and list(step.to_onehot) == [None]
+        and list(step.threshold) == [None]
+        and list(step.rounding) == [None]
+        and converter.kwargs == {}
+    )
 
 
 def _restore(data: dict[str, Any], preprocessing: Any) -> np.ndarray[Any, Any]:

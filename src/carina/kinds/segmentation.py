@@ -35,7 +35,7 @@ class SegmentationRunner(NetworkRunner):
         voxels = math.prod(request.image.shape)
         channels = len(self.spec.labels) + 1
         check_work(4 * voxels * (2 + channels), request.max_work_bytes, "segmenting this image")
-        prediction = self.predictor.predict(request.image)
+        prediction = self.predictor.predict(request.image, budget=request.max_work_bytes)
         return InferenceResult(prediction.volume, timings=prediction.timings)
 
 
