@@ -95,6 +95,7 @@ benchmarks: venv
 	$(BIN)/python benchmarks/io.py
 	$(BIN)/python benchmarks/server.py
 	$(BIN)/python benchmarks/bundle.py
+	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/interactive.py
 	$(BIN)/python benchmarks/viewer.py
 	$(BIN)/python benchmarks/fl.py
