@@ -163,6 +163,12 @@ class Settings(BaseSettings):
     session_max_expiry: int = Field(
         default=86400, gt=0, description="Longest session lifetime a client may ask for."
     )
+    session_cache_mib: int = Field(
+        default=1024,
+        gt=0,
+        description="Memory per server process for decoded session images (least recently "
+        "used go first): later clicks on a session skip reading and decoding it.",
+    )
     session_purge_interval: float = Field(
         default=60.0, gt=0, description="Seconds between sweeps that delete expired sessions."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -151,6 +152,25 @@ def test_sessions_expire_and_take_the_shorter_lifetime(tmp_path: Path) -> None:
     with pytest.raises(RequestError):
         store.create(volume, save_as=".exe")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_decoded_session_images_stay_within_their_memory(tmp_path: Path) -> None:
+    """Later calls on a session reuse its decoded image; past the budget the least recently
+    used go; a changed file is read again."""
+    volume = Volume(np.zeros((64, 64, 32), dtype=np.int16), np.eye(4))  # 256 KiB each
+    store = SessionStore(tmp_path, default_expiry=3600, max_expiry=3600, cache_bytes=600 * 1024)
+    first, second, third = (store.create(volume).name for _ in range(3))
+    decoded = store.volume(first)
+    assert store.volume(first) is decoded, "decoded once"
+    store.volume(second)
+    assert store.volume(first) is decoded, "two fit"
+    store.volume(third)  # 768 KiB: the least recently used (second) goes
+    assert store.volume(first) is decoded
+    assert second not in store._cache and third in store._cache
+    image = next((tmp_path / first).glob("image*"))
+    stat = image.stat()
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert store.volume(first) is not decoded, "a changed file is read again"
 
 
 def sleep_then(value: int, seconds: float) -> int:

@@ -85,6 +85,7 @@ class Services:
                 workspace / "sessions",
                 default_expiry=settings.session_expiry,
                 max_expiry=settings.session_max_expiry,
+                cache_bytes=settings.session_cache_mib * 2**20,
             ),
             runner=InferenceRunner(
                 workers=settings.inference_workers,

@@ -39,16 +39,18 @@ class SessionStore:
         root: the workspace's ``sessions/`` folder.
         default_expiry: seconds when the client asks none (or 0).
         max_expiry: the longest lifetime granted.
-        cache_size: decoded volumes kept in memory by this replica.
+        cache_bytes: memory for the decoded volumes this replica keeps (least recently used go
+            first; the newest stays whatever its size): later clicks on a session skip reading
+            and decoding its file. The workspace keeps the file, so any replica can rebuild it.
     """
 
     def __init__(
-        self, root: Path, *, default_expiry: int, max_expiry: int, cache_size: int = 4
+        self, root: Path, *, default_expiry: int, max_expiry: int, cache_bytes: int = 2**30
     ) -> None:
         self.root = root
         self.default_expiry = default_expiry
         self.max_expiry = max_expiry
-        self.cache_size = cache_size
+        self.cache_bytes = cache_bytes
         self._cache: OrderedDict[str, tuple[int, Volume]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -134,9 +136,13 @@ class SessionStore:
         volume = load_volume(path)
         with self._lock:
             self._cache[session_id] = (stamp, volume)
-            while len(self._cache) > self.cache_size:
+            self._cache.move_to_end(session_id)
+            while len(self._cache) > 1 and self._cached_bytes() > self.cache_bytes:
                 self._cache.popitem(last=False)
         return volume
+
+    def _cached_bytes(self) -> int:
+        return sum(volume.array.nbytes for _, volume in self._cache.values())
 
     def delete(self, session_id: str) -> SessionInfo:
         """Delete a session and its image; returns its last info.
