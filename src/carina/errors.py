@@ -111,6 +111,11 @@ class GuidanceError(CarinaError):
     """Clicks or extreme points an interactive model cannot use (too few, outside the image)."""
 
 
+class WorkTooLargeError(GuidanceError):
+    """Work whose memory, estimated before it starts, is over the server's limit (HTTP 413): an
+    image too large for the model even in windows, a window over the limit."""
+
+
 class ApiError(CarinaError):
     """An error of the annotation API: what a server answers with an HTTP status, and what a
     client raises when it reads that answer. The same class serves both sides::

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from carina.errors import GuidanceError, WorkCancelledError
+from carina.errors import WorkCancelledError, WorkTooLargeError
 
 T = TypeVar("T")
 _CANCEL: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
@@ -76,10 +76,10 @@ def check_work(nbytes: int, limit: int, what: str) -> None:
     """Refuse work whose memory, estimated before anything is allocated, is over ``limit``.
 
     Raises:
-        GuidanceError: naming what needs the memory, how much, and the limit.
+        WorkTooLargeError: naming what needs the memory, how much, and the limit (HTTP 413).
     """
     if nbytes > limit:
-        raise GuidanceError(
+        raise WorkTooLargeError(
             f"{what} needs about {nbytes / 2**20:,.0f} MiB of working memory, over this "
             f"server's limit of {limit / 2**20:,.0f} MiB (CARINA_MAX_WORK_BYTES)"
         )

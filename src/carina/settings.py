@@ -119,7 +119,7 @@ class Settings(BaseSettings):
         default=DEFAULT_MAX_WORK_BYTES,
         gt=0,
         description="Working memory one inference may ask for, estimated before it starts "
-        "(windows at the image's voxel size, spatial_size, probability maps); HTTP 400 above.",
+        "(windows at the image's voxel size, spatial_size, probability maps); HTTP 413 above.",
     )
     max_connections: int = Field(
         default=1024,

@@ -29,6 +29,7 @@ from carina.errors import (
     TooManyRequestsError,
     UnsafeZipError,
     WorkCancelledError,
+    WorkTooLargeError,
 )
 from carina.server.wire import error_response
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 #: The statuses of the errors that are not API errors (those carry their own ``http_status``):
 #: every one is a problem with what the request sent.
 STATUS: list[tuple[type[CarinaError], int]] = [
+    (WorkTooLargeError, 413),
     (GuidanceError, 400),
     (FileError, 400),
     (ConfigError, 400),
