@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,24 +64,23 @@ def list_models(
     as_json: bool = typer.Option(False, "--json", help="Print the model cards as JSON."),
 ) -> None:
     """The model card of every installed model (and why a broken one cannot be served)."""
-    from rich.table import Table
-
     from carina.server.services.registry import ModelRegistry
 
+    logging.getLogger("carina.server.services.registry").setLevel(logging.ERROR)  # said below
     registry = ModelRegistry(workspace / "models", memory_budget=0, device="cpu", max_bytes=0)
     index = registry.index()
     cards = [info.card.as_dict() for info in index.models if info.card is not None]
     if as_json:
         console.print_json(json.dumps({"models": cards, "broken": index.broken}))
         return
-    table = Table("name", "kind", "labels", "version", "source", "format", "license")
     for card in cards:
         labels = ", ".join(card["labels"]) or "(any)"
-        table.add_row(
-            card["name"], card["kind"], labels, card["version"], card["source"],
-            card["format"], card["license"] or "not stated",
-        )  # fmt: skip
-    console.print(table)
+        console.print(
+            f"[bold]{card['name']}[/]: {card['kind']} ({card['format']}, from {card['source']}), "
+            f"version {card['version']}, labels {labels}; license: "
+            f"{card['license'] or 'not stated'}",
+            highlight=False,
+        )
     for name, problem in index.broken.items():
         console.print(f"[red]{name}[/]: cannot be served: {problem}", highlight=False)
 

@@ -201,7 +201,8 @@ def add_model(
         target = install_folder(root, models, chosen, copy=source.is_dir())
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    report.card = model_card(chosen, Archive.open(target), Archive.open(target).serving_config())
+    installed = Archive.open(target)
+    report.card = model_card(chosen, installed, installed.serving_config())
     return target, report
 
 
