@@ -9,14 +9,15 @@ the network's measured memory per voxel and the request's working-memory budget:
   fits the budget;
 - ``windows``: otherwise the largest windows (multiples of the stride) that fit, with the archive's
   overlap and blending, and as many windows per batch as fit;
-- ``archive``: the archive's own inferer, unchanged: for inferers that are not a sliding window, and
-  when the setting forces it (``CARINA_INFERENCE_PLAN=archive``, ``carina infer --plan archive``).
+Without a plan the archive's own inferer runs unchanged: for inferers that are not a sliding window,
+and when the setting forces it (``CARINA_INFERENCE_PLAN=archive``, ``carina infer --plan archive``).
 
 The archive's configured sliding window stays the reference. A network is free to run on other
 windows only when it does not depend on the window (no instance or group normalisation, no
-attention) and its archive records a passed agreement check (:func:`check_plan`, ``carina archive
-plan-check``): per-label Dice >= 0.99 between the planned and the configured run on the images
-checked, for the weights checked. Otherwise the archive's windows run, without MetaTensor overhead.
+attention) and its archive records a passed agreement check
+(:func:`carina.engine.agreement.check_plan`, ``carina archive plan-check``): per-label Dice >= 0.99
+between the planned and the configured run on the images checked, for the weights checked.
+Otherwise the archive's windows run, without MetaTensor overhead.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ _OPAQUE_BYTES_PER_VOXEL = 256.0
 #: The network's stride when it does not say (four halvings: enough for the usual 3D U-Nets).
 _DEFAULT_STRIDE = 16
 
-PlanMode = Literal["whole", "windows", "archive"]
+PlanMode = Literal["whole", "windows"]
 #: What the setting chooses: plan each image, or run the archive's inferer as configured.
 PlanChoice = Literal["auto", "archive"]
 
@@ -49,20 +50,20 @@ class InferencePlan:
     """How one image is run.
 
     Attributes:
-        mode: ``whole``, ``windows`` or ``archive`` (see the module).
-        roi: the window size (``windows``), the padded image (``whole``), None (``archive``).
+        mode: ``whole`` or ``windows`` (see the module).
+        roi: the window size (``windows``), the padded image (``whole``).
         batch: windows per network call.
         work_bytes: the working memory estimated for it.
     """
 
     mode: PlanMode
-    roi: tuple[int, ...] | None
+    roi: tuple[int, ...]
     batch: int
     work_bytes: int
 
     def describe(self) -> str:
         """The plan in a few words, for logs and ``Server-Timing``."""
-        size = "x".join(map(str, self.roi)) if self.roi else "-"
+        size = "x".join(map(str, self.roi))
         return f"{self.mode} {size} batch {self.batch} ({self.work_bytes / 2**20:.0f} MiB)"
 
 
@@ -132,7 +133,7 @@ def window_dependent(network: torch.nn.Module) -> bool:
             return True
         if any(word in type(module).__name__ for word in ("Attention", "Transformer", "Swin")):
             return True
-    return isinstance(network, torch.jit.ScriptModule)  # cannot be looked into
+    return False
 
 
 def network_stride(network: torch.nn.Module, dims: int) -> tuple[int, ...]:
@@ -209,8 +210,9 @@ def run_planned(
     """Run ``network`` on a batch of one ``image`` (``[1, C, *spatial]``) as ``plan`` says;
     ``reference`` is the archive's sliding-window inferer (its overlap and blending are kept)."""
     from monai.inferers import SlidingWindowInferer
+    from monai.utils import ensure_tuple_rep
 
-    if plan.mode == "whole" and plan.roi is not None:
+    if plan.mode == "whole":
         spatial = image.shape[2:]
         pad: list[int] = []
         for size, target in reversed(list(zip(spatial, plan.roi, strict=True))):
@@ -218,7 +220,9 @@ def run_planned(
         logits: torch.Tensor = network(torch.nn.functional.pad(image, pad))
         crop: tuple[Any, ...] = (..., *(slice(0, n) for n in spatial))
         return logits[crop]
-    if plan.mode == "windows" and plan.roi is not None:
+    inferer = reference
+    configured = tuple(ensure_tuple_rep(reference.roi_size, len(plan.roi)))
+    if (plan.roi, plan.batch) != (configured, reference.sw_batch_size):
         inferer = SlidingWindowInferer(
             roi_size=plan.roi,
             sw_batch_size=plan.batch,
@@ -228,9 +232,8 @@ def run_planned(
             padding_mode=reference.padding_mode,
             cval=reference.cval,
         )
-        result: torch.Tensor = inferer(image, network)  # type: ignore[assignment]
-        return result
-    return reference(image, network)  # type: ignore[no-any-return]
+    result: torch.Tensor = inferer(image, network)
+    return result
 
 
 #: Where an archive records its agreement check (the weights' sha256, the scores, passed or not).

@@ -81,6 +81,8 @@ class Predictor:
         self.device = device
         self.feeds_volume = feeds_volume
         self.planned = planned
+        #: the post-processing is exactly AsDiscreted(argmax=True): taken channels-last instead
+        self.fast_argmax = _only_argmax(postprocessing)
         self.free = free
         self.last_plan: InferencePlan | None = None
         self.profile: NetworkProfile | None = None
@@ -167,7 +169,7 @@ class Predictor:
 
         start = time.perf_counter()
         spatial_steps = isinstance(image, MetaTensor) and bool(image.applied_operations)
-        if _only_argmax(self.postprocessing) and not spatial_steps:
+        if self.fast_argmax and not spatial_steps:
             labels = argmax_labels(logits)  # what AsDiscreted(argmax=True) gives, 5x faster
         else:
             if isinstance(image, MetaTensor):
