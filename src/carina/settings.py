@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         "one pass when it fits max_work_bytes, else the largest windows that fit), 'archive' "
         "runs each archive's configured sliding window exactly.",
     )
+    inference_backend: Literal["auto", "torch", "onnx"] = Field(
+        default="auto",
+        description="What runs segmentation networks when the model's config_aiaa.json does not "
+        "say: 'torch' (fp32; fp16 AMP on CUDA), 'onnx' (ONNX Runtime on models/model.onnx, CPU), "
+        "'auto' (torch, in bf16 on a CPU with native bf16 for an archive whose bf16 check "
+        "passed).",
+    )
     max_work_bytes: int = Field(
         default=DEFAULT_MAX_WORK_BYTES,
         gt=0,

@@ -152,6 +152,8 @@ class ServingConfig(_Strict):
             the others in Carina's palette.
         license: the terms the model may be used under, as its authors state them (a Bundle's
             ``metadata.json`` ``license`` or its ``LICENSE`` file); empty when not stated.
+        backend: what runs the network (``auto``, ``torch``, ``onnx``; see
+            :mod:`carina.engine.backends`); None: the server's ``CARINA_INFERENCE_BACKEND``.
         preprocessing, inferer, postprocessing, network_def: the components, in Bundle syntax.
     """
 
@@ -174,6 +176,7 @@ class ServingConfig(_Strict):
     meta_data: dict[str, Any] = Field(default_factory=dict)
     label_colors: dict[str, RGB] = Field(default_factory=dict)
     license: str = ""
+    backend: Literal["auto", "torch", "onnx"] | None = None
 
     @field_validator("version", mode="before")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -87,19 +88,44 @@ def plan_check(
     path: Path = typer.Argument(..., help="Archive folder."),
     images: list[Path] = typer.Argument(..., help="Images to compare on (its validation cases)."),
     device: str | None = typer.Option(None, help="cpu, cuda, ..."),
+    bf16: bool = typer.Option(
+        False, "--bf16", help="Also check bf16 autocast against fp32 (eval/bf16_check.json)."
+    ),
 ) -> None:
     """Compare the planned inference (whole image, larger windows) with the archive's sliding
-    window; record in eval/inference_plan.json whether it may be used (per-label Dice >= 0.99)."""
+    window; record in eval/inference_plan.json whether it may be used (per-label Dice >= 0.99).
+    With --bf16, compare bf16 autocast with fp32 as well and time both."""
     from carina.archive import Archive
-    from carina.engine.agreement import check_plan
+    from carina.engine.agreement import check_bf16, check_plan
+    from carina.engine.backends import native_bf16
 
-    result = check_plan(Archive.open(path), {p.name: p for p in images}, device=device)
+    archive = Archive.open(path)
+    named: dict[str, Any] = {p.name: p for p in images}
+    result = check_plan(archive, named, device=device)
+    _show_check(result)
+    console.print(
+        "passed: the server plans this archive's runs"
+        if result.passed
+        else f"not passed ({result.reason}): the server runs the archive's sliding window",
+        highlight=False,
+    )
+    if not bf16:
+        return
+    result = check_bf16(archive, named, device=device)
+    _show_check(result)
+    seconds = result.seconds
+    timing = f"bf16 {seconds['ours']:.2f} s, fp32 {seconds['reference']:.2f} s"
+    if not result.passed:
+        verdict = f"bf16 not passed ({result.reason}; {timing}): the server computes in fp32"
+    elif seconds["ours"] >= seconds["reference"] or not native_bf16():
+        native = "" if native_bf16() else "; this CPU has no native bf16 (AVX512-BF16 or AMX)"
+        verdict = f"bf16 agrees but is not faster ({timing}{native}): the server computes in fp32"
+    else:
+        verdict = f"bf16 passed ({timing}): the server computes this archive in bf16 on this CPU"
+    console.print(verdict, highlight=False)
+
+
+def _show_check(result: Any) -> None:
     for name, scores in result.scores.items():
         shown = ", ".join(f"{label} {dice:.4f}" for label, dice in scores.items())
         console.print(f"{name}: {result.plans[name]}: {shown}", highlight=False)
-    verdict = (
-        "passed: the server plans this archive's runs"
-        if result.passed
-        else (f"not passed ({result.reason}): the server runs the archive's sliding window")
-    )
-    console.print(verdict, highlight=False)

@@ -111,7 +111,9 @@ def load_network(
 
 class OnnxNetwork(torch.nn.Module):
     """An ONNX export (``carina export --format onnx``, Clara 4 uploads) run by onnxruntime on
-    the CPU, called like the network it came from: a tensor in, a tensor out."""
+    the CPU, called like the network it came from: a tensor in, a tensor out. It computes with
+    as many threads as PyTorch has where it is loaded (an inference worker's share of the cores),
+    so that two workers do not each use every core."""
 
     def __init__(self, path: Path) -> None:
         super().__init__()
@@ -119,8 +121,11 @@ class OnnxNetwork(torch.nn.Module):
 
         self.path = path
         try:
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            options.inter_op_num_threads = 1
             self.session = onnxruntime.InferenceSession(
-                str(path), providers=["CPUExecutionProvider"]
+                str(path), options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ArchiveError(f"{path.name}: onnxruntime cannot load it: {exc}") from exc

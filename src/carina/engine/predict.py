@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from carina.archive import Archive, ServingConfig
+from carina.engine.backends import Backend, Precision, autocast, choose_precision, onnx_network
 from carina.engine.network import load_network, pick_device
 from carina.engine.plan import (
     InferencePlan,
@@ -72,6 +73,7 @@ class Predictor:
         feeds_volume: bool,
         planned: bool = False,
         free: bool = False,
+        precision: Precision = "fp32",
     ) -> None:
         self.network = network.to(device).eval()
         self.preprocessing = preprocessing
@@ -84,6 +86,8 @@ class Predictor:
         #: the post-processing is exactly AsDiscreted(argmax=True): taken channels-last instead
         self.fast_argmax = _only_argmax(postprocessing)
         self.free = free
+        #: fp32, bf16 autocast (a checked archive on a CPU with native bf16) or fp16 AMP (CUDA)
+        self.precision = precision
         self.last_plan: InferencePlan | None = None
         self.profile: NetworkProfile | None = None
         self._channels_last = False
@@ -96,11 +100,14 @@ class Predictor:
         device: str | None = None,
         batch: bool = False,
         plan: PlanChoice | None = None,
+        backend: Backend | None = None,
     ) -> Predictor:
         """Build the predictor of an archive (``batch``: prefer ``config_inference.json``).
         ``plan``: ``auto`` plans each image's run (:mod:`carina.engine.plan`; a Carina archive
         with a sliding-window inferer), ``archive`` runs the archive's inferer as configured;
-        default: the ``CARINA_INFERENCE_PLAN`` setting.
+        default: the ``CARINA_INFERENCE_PLAN`` setting. ``backend``: what runs the network
+        (:mod:`carina.engine.backends`); default: the archive's ``backend``, else the
+        ``CARINA_INFERENCE_BACKEND`` setting.
 
         Raises:
             ConfigError, ArchiveError: a component or the weights cannot be loaded.
@@ -110,9 +117,14 @@ class Predictor:
         pipeline = archive.serving_pipeline(batch=batch)
         resolved, settings = pipeline.resolved, pipeline.settings
         weights = archive.layout.root / settings.model_file
-        network = load_network(
-            resolved, weights, torchscript=archive.layout.torchscript, onnx=archive.layout.onnx
-        )
+        chosen = backend or settings.backend or Settings().inference_backend
+        where = pick_device(device)
+        if chosen == "onnx":
+            network = onnx_network(archive.layout.onnx, where)
+        else:
+            network = load_network(
+                resolved, weights, torchscript=archive.layout.torchscript, onnx=archive.layout.onnx
+            )
         pre = _as_compose(resolved.instantiate("preprocessing"))
         post_items = (
             resolved.instantiate("postprocessing") if resolved.content.get("postprocessing") else []
@@ -125,10 +137,11 @@ class Predictor:
             resolved.instantiate("inferer"),
             post if post.transforms else Compose([]),
             settings=settings,
-            device=pick_device(device),
+            device=where,
             feeds_volume=isinstance(first, LoadVolumed),
             planned=(plan or Settings().inference_plan) == "auto" and archive.kind == "mmar",
             free=plan_is_checked(archive.layout.root, weights),
+            precision=choose_precision(where, chosen, archive.layout.root, weights),
         )
 
     def predict(
@@ -162,7 +175,7 @@ class Predictor:
 
         start = time.perf_counter()
         batch = (image.as_tensor() if isinstance(image, MetaTensor) else image).unsqueeze(0)
-        with torch.inference_mode(), _autocast(self.device):
+        with torch.inference_mode(), autocast(self.device, self.precision):
             logits = self._infer(batch.to(self.device), budget)
         logits = logits[0].float().cpu()
         timings["infer"] = time.perf_counter() - start
@@ -299,9 +312,3 @@ def _as_compose(items: Any, *, drop: tuple[str, ...] = ()) -> Any:
 
     transforms = list(items.transforms) if isinstance(items, Compose) else list(items or [])
     return Compose([t for t in transforms if type(t).__name__ not in drop])
-
-
-def _autocast(device: torch.device) -> Any:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
