@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from carina.archive import Archive
+from carina.engine.export import ExportFormat, export_archive
 from carina.engine.predict import Predictor
 from carina.io import load_volume
 from carina.zoo.install import zoo_archive_path
@@ -51,6 +52,98 @@ def dice(a: np.ndarray[Any, Any], b: np.ndarray[Any, Any], labels: int) -> dict[
         total = int(x.sum() + y.sum())
         scores[value] = round(1.0 if total == 0 else 2 * int((x & y).sum()) / total, 4)
     return scores
+
+
+def conv_flops(network: torch.nn.Module, sample: torch.Tensor) -> int:
+    """Multiply-adds x 2 of the network's convolutions on ``sample`` (forward hooks): what its
+    forward pass computes, the rest (normalisation, activations) being memory-bound."""
+    total = 0
+
+    def count(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        kernel = int(np.prod(module.kernel_size))  # type: ignore[arg-type]
+        groups = int(module.groups)  # type: ignore[arg-type]
+        if isinstance(module, torch.nn.ConvTranspose3d):
+            per_input = int(module.out_channels) // groups * kernel
+            total += 2 * inputs[0].numel() * per_input
+        else:
+            total += 2 * out.numel() * (int(module.in_channels) // groups) * kernel
+
+    hooks = [
+        m.register_forward_hook(count)
+        for m in network.modules()
+        if isinstance(m, torch.nn.Conv3d | torch.nn.ConvTranspose3d)
+    ]
+    try:
+        with torch.inference_mode():
+            network(sample)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """The best GFLOP/s of a ``size``-square matrix product in ``dtype`` (the machine's peak)."""
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(call: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def compute_share(
+    network: torch.nn.Module, image: torch.Tensor, onnx: Path | None
+) -> dict[str, Any]:
+    """The whole-image forward pass as a share of the measured matrix-multiply peak, per backend
+    (PyTorch fp32, channels-last fp32, bf16 autocast, ONNX Runtime), best of 3 each."""
+    flops = conv_flops(network, image)
+    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    runs: dict[str, Callable[[], Any]] = {"torch_fp32": lambda: network(image)}
+    last = image.contiguous(memory_format=torch.channels_last_3d)
+
+    def channels_last() -> Any:
+        network.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+        try:
+            return network(last)
+        finally:
+            network.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+
+    def bf16() -> Any:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return network(image)
+
+    runs["torch_fp32_channels_last"] = channels_last
+    runs["torch_bf16_autocast"] = bf16
+    if onnx is not None:
+        from carina.engine.network import OnnxNetwork
+
+        session = OnnxNetwork(onnx)
+        runs["onnxruntime_fp32"] = lambda: session(image)
+    seconds = {}
+    with torch.inference_mode():
+        for name, call in runs.items():
+            call()
+            seconds[name] = min(_timed(call) for _ in range(3))
+    shares = {
+        name: round(flops / s / 1e9 / peak["bf16" if "bf16" in name else "fp32"], 3)
+        for name, s in seconds.items()
+    }
+    best = max(shares, key=lambda name: shares[name])
+    return {
+        "conv_gflop": round(flops / 1e9, 2),
+        "matmul_peak_gflops": {k: round(v, 1) for k, v in peak.items()},
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "share_of_peak": shares,
+        "best": best,
+        "goal": ">= 0.5 of the peak for the best backend",
+    }
 
 
 def main() -> None:
@@ -104,6 +197,12 @@ def main() -> None:
             ]
         whole_s = time.perf_counter() - start
         whole = torch.argmax(logits, dim=0).numpy().astype(np.uint8)
+        copy = root / "archive"
+        shutil.copytree(zoo_archive_path(MODEL), copy)
+        export_archive(Archive.open(copy), ExportFormat.ONNX)
+        share = compute_share(
+            network, torch.nn.functional.pad(image, pad), copy / "models" / "model.onnx"
+        )
 
         workspace = root / "workspace"
         subprocess.run(
@@ -141,6 +240,7 @@ def main() -> None:
             "carina_equals_configured": bool(np.array_equal(results["carina"], configured)),
             "whole_network_only_s": round(whole_s, 3),
             "whole_vs_configured_dice": dice(whole, configured, labels),
+            "whole_pass_compute": share,
         }
         print(json.dumps(report, indent=2))
     finally:

@@ -145,6 +145,10 @@ class ServingConfig(_Strict):
         padding: DExtr3D's margin around the extreme points, in millimetres.
         margin: DeepGrow's margin around the clicks, in voxels.
         window: DeepGrow's window edge, in millimetres.
+        grow_steps: how many times a 3D interactive model's window may grow when the mask
+            reaches its border (DeepGrow 3D, DExtr3D; 0: never).
+        max_window: the largest edge a grown window may reach, in millimetres (default: twice
+            DeepGrow's ``window``; DExtr3D: 300).
         deepgrow: ``"2D"`` or ``"3D"`` for DeepGrow (and pipeline) models, else None.
         meta_data: extra information clients are shown with the model (Clara's ``meta_data`` or
             ``additional_info``).
@@ -172,6 +176,8 @@ class ServingConfig(_Strict):
     padding: float | None = Field(default=None, ge=0)
     margin: int | None = Field(default=None, ge=0)
     window: float | None = Field(default=None, gt=0)
+    grow_steps: int = Field(default=2, ge=0, le=8)
+    max_window: float | None = Field(default=None, gt=0)
     deepgrow: Literal["2D", "3D"] | None = None
     meta_data: dict[str, Any] = Field(default_factory=dict)
     label_colors: dict[str, RGB] = Field(default_factory=dict)
@@ -202,10 +208,12 @@ class ServingConfig(_Strict):
             self.padding = 20.0 if self.padding is None else self.padding
             self.roi = self.roi or [128, 128, 128]
             self.sigma = self.sigma or 3.0
+            self.max_window = self.max_window or 300.0
         elif self.type == ModelType.DEEPGROW:
             self.sigma = self.sigma or 2.0
             self.window = self.window or 128.0
             self.margin = 8 if self.margin is None else self.margin
+            self.max_window = self.max_window or 2 * self.window
         declared = self.deepgrow or self.meta_data.get("deepgrow")
         if self.type in (ModelType.DEEPGROW, ModelType.PIPELINE) or declared:
             self.deepgrow = _deepgrow_kind(declared, self.roi)

@@ -36,6 +36,8 @@ class InteractiveResult:
     volume: Volume
     crop: list[list[int]]
     timings: dict[str, float] = field(default_factory=dict)
+    #: how many windows the network saw (more than one when the mask reached the first's edge)
+    windows: int = 1
 
 
 class InteractivePredictor:
@@ -130,10 +132,15 @@ class InteractivePredictor:
             mask[:, :, k] = result
             crop = [*window.clipped(volume.shape[:2]), [k, k + 1]]
             return InteractiveResult(volume.with_array(mask), crop, timings)
-        result, window, timings = self._run_deepgrow(
-            image, fg, bg, volume.spacing, spatial_size, max_work_bytes
+        window = self._deepgrow_window(fg, volume.spacing, spatial_size)
+        return self._run(
+            image,
+            window,
+            lambda box: self._click_maps(box, fg, bg),
+            volume,
+            centre=np.asarray(fg[0], np.float64),
+            max_work_bytes=max_work_bytes,
         )
-        return InteractiveResult(volume.with_array(result), window.clipped(volume.shape), timings)
 
     def dextr3d(
         self, volume: Volume, points: Points, *, max_work_bytes: int = DEFAULT_MAX_WORK_BYTES
@@ -146,13 +153,18 @@ class InteractivePredictor:
         """
         checked = _checked(points, volume.shape, "extreme", minimum=6)
         padding = _setting(self.settings.padding, "padding")
-        pad_voxels = padding / np.asarray(volume.spacing[: len(self.roi)])
+        spacing = np.asarray(volume.spacing[: len(self.roi)], np.float64)
         array = np.asarray(checked, dtype=np.float64)
-        window = Window.around(array.min(0), array.max(0) + 1, self.roi, margin=pad_voxels)
+        window = Window.around(array.min(0), array.max(0) + 1, self.roi, margin=padding / spacing)
         image = torch.from_numpy(_native(volume.array))[None]
-        guidance = [gaussian_map(self.roi, window.to_roi(checked), self.sigma)]
-        mask, timings = self._predict(image, window, guidance, volume.shape, max_work_bytes)
-        return InteractiveResult(volume.with_array(mask), window.clipped(volume.shape), timings)
+        return self._run(
+            image,
+            window,
+            lambda box: [gaussian_map(self.roi, box.to_roi(checked), self.sigma)],
+            volume,
+            centre=(array.min(0) + array.max(0)) / 2,
+            max_work_bytes=max_work_bytes,
+        )
 
     def _run_deepgrow(
         self,
@@ -163,7 +175,22 @@ class InteractivePredictor:
         size: Sequence[int] | None,
         max_work_bytes: int,
     ) -> tuple[np.ndarray[Any, Any], Window, dict[str, float]]:
-        window = deepgrow_window(
+        """A 2D DeepGrow slice: one window, no growth."""
+        window = self._deepgrow_window(fg, spacing, size)
+        timings: dict[str, float] = {}
+        shape = tuple(image.shape[1:])
+        probability = self._probability(
+            image, window, self._click_maps(window, fg, bg), shape, max_work_bytes, timings
+        )
+        start = time.perf_counter()
+        mask = window.paste_mask(probability, shape)
+        timings["post"] = time.perf_counter() - start
+        return mask, window, timings
+
+    def _deepgrow_window(
+        self, fg: list[tuple[int, ...]], spacing: Sequence[float], size: Sequence[int] | None
+    ) -> Window:
+        return deepgrow_window(
             np.asarray(fg, dtype=np.float64),
             self.roi,
             window_mm=_setting(self.settings.window, "window"),
@@ -171,27 +198,67 @@ class InteractivePredictor:
             margin=_setting(self.settings.margin, "margin"),
             size=size,
         )
-        guidance = [
+
+    def _click_maps(
+        self, window: Window, fg: list[tuple[int, ...]], bg: list[tuple[int, ...]]
+    ) -> list[np.ndarray[Any, Any]]:
+        return [
             gaussian_map(self.roi, window.to_roi(fg), self.sigma),
             gaussian_map(self.roi, window.to_roi(bg) if bg else [], self.sigma),
         ]
-        mask, timings = self._predict(
-            image, window, guidance, tuple(image.shape[1:]), max_work_bytes
-        )
-        return mask, window, timings
 
-    def _predict(
+    def _run(
+        self,
+        image: torch.Tensor,
+        window: Window,
+        guidance: Callable[[Window], list[np.ndarray[Any, Any]]],
+        volume: Volume,
+        *,
+        centre: np.ndarray[Any, Any],
+        max_work_bytes: int,
+    ) -> InteractiveResult:
+        """Run the network on ``window``; while the mask touches an edge of the window that lies
+        inside the image (its last ROI voxel: the structure goes on beyond it), grow the window
+        around ``centre`` (at most ``grow_steps`` times, up to ``max_window`` mm) and run again.
+        The grown window holds the smaller one, so its mask is the answer."""
+        timings: dict[str, float] = {}
+        shape = volume.shape
+        spacing = np.asarray(volume.spacing[: len(self.roi)], np.float64)
+        limit = _setting(self.settings.max_window, "max_window") / spacing
+        probability = self._probability(
+            image, window, guidance(window), shape, max_work_bytes, timings
+        )
+        windows = 1
+        for _ in range(self.settings.grow_steps):
+            border = float(np.max(1 / window.scale))  # one ROI voxel
+            bigger = window.grown(probability, shape, centre=centre, border=border, limit=limit)
+            if bigger is None:
+                break
+            window, windows = bigger, windows + 1
+            probability = self._probability(
+                image, window, guidance(window), shape, max_work_bytes, timings
+            )
+        start = time.perf_counter()
+        mask = window.paste_mask(probability, shape)
+        timings["post"] = time.perf_counter() - start
+        return InteractiveResult(
+            volume.with_array(mask), window.clipped(shape), timings, windows=windows
+        )
+
+    def _probability(
         self,
         image: torch.Tensor,
         window: Window,
         guidance: list[np.ndarray[Any, Any]],
         shape: tuple[int, ...],
         max_work_bytes: int,
-    ) -> tuple[np.ndarray[Any, Any], dict[str, float]]:
+        timings: dict[str, float],
+    ) -> torch.Tensor:
+        """The network's foreground probability on ``window`` (``roi``-sized, on the CPU); the
+        seconds are added to ``timings`` under ``pre`` and ``infer``."""
         # The window is cut out and resized back at its size in image voxels (float32, twice).
         window_bytes = 8 * math.prod(window.size) + 4 * math.prod(shape)
         check_work(window_bytes, max_work_bytes, f"a window of {list(window.size)} voxels")
-        timings: dict[str, float] = {}
         start = time.perf_counter()
         window_image = window.extract(image, fill=None)
         crop = self.preprocessing({"image": window_image})["image"]
@@ -199,16 +266,13 @@ class InteractivePredictor:
             crop = crop.as_tensor()
         channels = [crop.float()[:1], *(torch.from_numpy(g)[None] for g in guidance)]
         batch = torch.cat(channels, dim=0)[None].to(self.device)
-        timings["pre"] = time.perf_counter() - start
+        timings["pre"] = timings.get("pre", 0.0) + time.perf_counter() - start
         start = time.perf_counter()
         check_cancelled()
         with torch.inference_mode():
-            probability = torch.sigmoid(self.network(batch).float())[0].cpu()
-        timings["infer"] = time.perf_counter() - start
-        start = time.perf_counter()
-        mask = window.paste_mask(probability[0], shape)
-        timings["post"] = time.perf_counter() - start
-        return mask, timings
+            probability = torch.sigmoid(self.network(batch).float())[0, 0].cpu()
+        timings["infer"] = timings.get("infer", 0.0) + time.perf_counter() - start
+        return probability
 
 
 def _setting(value: float | None, key: str) -> float:

@@ -104,6 +104,47 @@ class Window:
         mask[tuple(in_image)] = (box[0][tuple(in_window)] > threshold).numpy()
         return mask
 
+    def grown(
+        self,
+        probability: torch.Tensor,
+        shape: Sequence[int],
+        *,
+        centre: npt.ArrayLike,
+        border: float,
+        limit: npt.ArrayLike,
+        threshold: float = 0.5,
+    ) -> Window | None:
+        """A larger window, when the mask of this one's ``roi``-sized ``probability`` comes within
+        ``border`` image voxels of an edge that lies inside the image (the structure may go on
+        beyond it); None when it does not, or the window cannot grow.
+
+        The window grows by one factor on every axis (the model sees the same shape, only
+        coarser), still centred on ``centre``, enough to hold the mask plus ``border`` on the
+        side that reached the edge, at most ``limit`` voxels per axis.
+        """
+        inside = torch.nonzero(probability > threshold)
+        if not len(inside):
+            return None
+        start = np.asarray(self.start, np.float64)
+        size = np.asarray(self.size, np.float64)
+        low = start + inside.min(0).values.numpy() / self.scale
+        high = start + (inside.max(0).values.numpy() + 1) / self.scale
+        middle = np.asarray(centre, np.float64)
+        factor = 1.0
+        for axis, length in enumerate(shape):
+            near_low = low[axis] - start[axis] < border and start[axis] > 0
+            near_high = start[axis] + size[axis] - high[axis] < border
+            near_high = near_high and start[axis] + size[axis] < length
+            if near_low or near_high:
+                half = max(middle[axis] - low[axis], high[axis] - middle[axis]) + border
+                factor = max(factor, 2 * half / size[axis])
+        factor = min(factor, float(np.min(np.asarray(limit, np.float64) / size)))
+        if factor < 1.05:
+            return None
+        return Window.around(
+            middle, middle + 1, self.roi, margin=[0] * len(size), min_size=np.ceil(size * factor)
+        )
+
     def clipped(self, shape: Sequence[int]) -> list[list[int]]:
         """The window's part inside the image as ``[[i0, i1], [j0, j1], ...]`` (half-open)."""
         return [[part.start, part.stop] for part in self._overlap(shape)[0]]
