@@ -9,12 +9,21 @@ batch norm), the same pre-processing (RAS, 1 mm, intensity window -57..164 then 
 sliding window (160^3, overlap 0.25, one window per batch) and post-processing (softmax, argmax,
 largest component). Both servers load the same weights: the archive's ``model.pt`` is also
 published as the peer's ``model/segmentation_spleen.pt`` for the run (removed afterwards), so the
-two label maps must agree, which the run checks.
+two label maps must agree, which the run checks. The archive's agreement check
+(``carina archive plan-check`` on the upload) runs first, as a user would run it: when the planned
+run (here the whole 96^3 image instead of one zero-padded 160^3 window) agrees with the configured
+one, Carina's server plans its runs.
 
 Both servers get the same torch thread count and are asked the same questions: ``GET /info/``
 until the first 200 (start to ready), the resident memory of the process tree right then (idle),
 and ``POST /infer/segmentation_spleen?output=image`` with the setup's 96^3 upload, alternated
 between the servers in ABBA order after one warm-up request each.
+
+One DeepGrow 3D click (``POST /infer/deepgrow_3d`` with one foreground point at the image's centre)
+is timed the same way: each server's own DeepGrow 3D as a user meets it, not the same network. The
+peer's is MONAI Label's radiology ``deepgrow_3d`` (``BasicUNet`` 32-512 on a 128x192x192 crop,
+seeded weights published as its model for the run, its pretrained ones cannot be downloaded here);
+Carina's the zoo's ``deepgrow_3d`` (UNet 16-128 on a 112 mm window at 64^3).
 """
 
 from __future__ import annotations
@@ -33,10 +42,14 @@ from typing import Any
 import httpx
 import numpy as np
 
+from carina.archive import Archive
+from carina.engine.agreement import check_plan
 from carina.io import load_volume
+from carina.zoo.install import install_archive
 from server_monailabel import abba
 
 MODEL = "segmentation_spleen"
+DEEPGROW = "deepgrow_3d"
 NETWORK: dict[str, Any] = {
     "_target_": "UNet",
     "spatial_dims": 3,
@@ -125,7 +138,8 @@ class Peer:
             pid_file.unlink()
 
     def command(self, port: int) -> list[str]:
-        confs = {"models": MODEL, "use_pretrained_model": "false", "sam2": "false"}
+        confs = {"models": f"{MODEL},{DEEPGROW}", "use_pretrained_model": "false"}
+        confs["sam2"] = "false"
         confs["scribbles"] = "false"
         command = [str(self.bin / "monailabel"), "start_server", "--app", str(self.app)]
         command += ["--studies", str(self.work / "studies"), "--host", "127.0.0.1"]
@@ -146,16 +160,25 @@ class Peer:
 
     @contextmanager
     def weights(self, archive: Path) -> Iterator[None]:
-        """The archive's weights published as the peer's model for the run."""
-        target = self.app / "model" / f"{MODEL}.pt"
-        if target.exists():
-            raise FileExistsError(f"{target} exists: this run would replace the peer's model")
-        target.parent.mkdir(exist_ok=True)
-        target.write_bytes((archive / "models" / "model.pt").read_bytes())
+        """The archive's weights published as the peer's segmentation model for the run, and
+        seeded weights for its DeepGrow 3D network (its ``BasicUNet``)."""
+        import torch
+        from monai.networks.nets import BasicUNet
+
+        targets = [self.app / "model" / f"{name}.pt" for name in (MODEL, DEEPGROW)]
+        for target in targets:
+            if target.exists():
+                raise FileExistsError(f"{target} exists: this run would replace the peer's model")
+        targets[0].parent.mkdir(exist_ok=True)
         try:
+            targets[0].write_bytes((archive / "models" / "model.pt").read_bytes())
+            torch.manual_seed(0)
+            deepgrow = BasicUNet(3, 3, 1, features=(32, 64, 128, 256, 512, 32))
+            torch.save(deepgrow.state_dict(), targets[1])
             yield
         finally:
-            target.unlink(missing_ok=True)
+            for target in targets:
+                target.unlink(missing_ok=True)
 
 
 def spawn_until_info(
@@ -197,23 +220,26 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
         pass
 
 
-def infer(client: httpx.Client, url: str, image: bytes, target: Path) -> float:
-    """One ``/infer/segmentation_spleen?output=image``; seconds, the label map written to
-    ``target``.
+def infer(
+    client: httpx.Client, url: str, image: bytes, target: Path, *, model: str = MODEL
+) -> float:
+    """One ``/infer/MODEL?output=image`` (DeepGrow: one click at the image centre); seconds,
+    the label map written to ``target``.
 
     Raises:
         RuntimeError: the answer was not a 200.
     """
+    params = {"foreground": [[48, 48, 48]], "background": []} if model == DEEPGROW else {}
     start = time.perf_counter()
     answer = client.post(
-        f"{url}/infer/{MODEL}",
+        f"{url}/infer/{model}",
         params={"output": "image"},
-        data={"params": "{}"},
+        data={"params": json.dumps(params)},
         files={"file": ("upload96.nii.gz", image)},
     )
     seconds = time.perf_counter() - start
     if answer.status_code != 200:
-        raise RuntimeError(f"{url}/infer/{MODEL}: {answer.status_code} {answer.text[:300]}")
+        raise RuntimeError(f"{url}/infer/{model}: {answer.status_code} {answer.text[:300]}")
     target.write_bytes(answer.content)
     return seconds
 
@@ -239,10 +265,13 @@ def side_by_side(
     peer.stop_setup_server()
     workspace = root / "peer-workspace"
     archive = write_archive(workspace)
+    plan = check_plan(Archive.open(archive), {"upload96": peer.upload})
+    install_archive(DEEPGROW, workspace)
     image = peer.upload.read_bytes()
     ready: dict[str, list[float]] = {"carina": [], "monai_label": []}
     idle: dict[str, list[float]] = {"carina": [], "monai_label": []}
     latency: dict[str, list[float]] = {"carina": [], "monai_label": []}
+    click: dict[str, list[float]] = {"carina": [], "monai_label": []}
 
     def start_peer() -> tuple[subprocess.Popen[bytes], str, float]:
         port = free_port()
@@ -278,6 +307,13 @@ def side_by_side(
                     for name in abba(list(running), repeat):
                         url = running[name][1]
                         latency[name].append(infer(client, url, image, outputs[name]))
+                masks = {name: root / f"{name}-deepgrow.nii.gz" for name in running}
+                for name, (_, url, _) in running.items():
+                    infer(client, url, image, masks[name], model=DEEPGROW)
+                for repeat in range(repeats):
+                    for name in abba(list(running), repeat):
+                        url = running[name][1]
+                        click[name].append(infer(client, url, image, masks[name], model=DEEPGROW))
             loaded = {name: rss_mib(process.pid) for name, (process, _, _) in running.items()}
         finally:
             for process, _, _ in running.values():
@@ -304,12 +340,21 @@ def side_by_side(
         "idle_rss_mib": {k: round(median(idle, k), 1) for k in idle},
         "infer_s": {k: round(median(latency, k), 3) for k in latency},
         "infer_runs_s": {k: [round(s, 3) for s in v] for k, v in latency.items()},
+        "deepgrow_click_s": {k: round(median(click, k), 3) for k in click},
+        "deepgrow_click_runs_s": {k: [round(s, 3) for s in v] for k, v in click.items()},
         "rss_after_inference_mib": {k: round(v, 1) for k, v in loaded.items()},
         "label_agreement": round(agreement, 6),
+        "plan_check": {
+            "passed": plan.passed,
+            "reason": plan.reason,
+            "plans": plan.plans,
+            "scores": plan.scores,
+        },
         "label_voxels": {k: int(np.count_nonzero(v)) for k, v in labels.items()},
         "ratios_carina_over_monai_label": {
             "start_to_ready": ratio(ready),
             "idle_rss": ratio(idle),
             "infer": ratio(latency),
+            "deepgrow_click": ratio(click),
         },
     }

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         RandTruncate,
         RandTruncated,
     )
+    from carina.interactive.mirror import RandMirrorComplete, RandMirrorCompleted
     from carina.interactive.simulation import ClickSimulation
     from carina.interactive.transforms import (
         AddGuidance,
@@ -40,6 +41,8 @@ _WHERE = {
     "InteractionCrop": "cropping",
     "InteractionCropd": "cropping",
     "KeepStructured": "transforms",
+    "RandMirrorComplete": "mirror",
+    "RandMirrorCompleted": "mirror",
     "RandTruncate": "cropping",
     "RandTruncated": "cropping",
     "SelectLabel": "transforms",
@@ -55,6 +58,8 @@ __all__ = [
     "InteractionCrop",
     "InteractionCropd",
     "KeepStructured",
+    "RandMirrorComplete",
+    "RandMirrorCompleted",
     "RandTruncate",
     "RandTruncated",
     "SelectLabel",
