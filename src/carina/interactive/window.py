@@ -76,14 +76,29 @@ class Window:
         """The window of a channel-first array ``(C, *spatial)``, resized to ``(C, *roi)``.
 
         Where the window leaves the image it holds ``fill``; None fills with the minimum of what
-        the window holds of the image (for CT, air rather than water).
+        the window holds of the image (for CT, air rather than water). A linear resize reads
+        only the two image planes each ROI plane interpolates, axis by axis, so its cost follows
+        the ROI, not the window (a 128 mm window on a 0.2 mm CT holds most of the image); it
+        computes what ``torch.nn.functional.interpolate`` (``align_corners=False``) computes.
         """
         in_image, in_window = self._overlap(array.shape[1:])
-        inside = array[(slice(None), *in_image)].float()
+        inside = array[(slice(None), *in_image)]
+        if mode in ("trilinear", "bilinear", "linear") and inside.numel():
+            # axes in memory order (a NIfTI volume is Fortran-ordered): reads run along memory
+            order = sorted(range(len(self.roi)), key=lambda a: -array.stride(a + 1))
+            back = [order.index(a) for a in range(len(order))]
+            ordered = array.permute(0, *(a + 1 for a in order))
+            if fill is None:
+                fill = float(inside.permute(0, *(a + 1 for a in order)).min())
+            start, size, roi = (
+                [values[a] for a in order] for values in (self.start, self.size, self.roi)
+            )
+            result = _linear_window(ordered, start, size, roi, float(fill))
+            return result.permute(0, *(a + 1 for a in back))
         if fill is None:
             fill = float(inside.min()) if inside.numel() else 0.0
         box = array.new_full((array.shape[0], *self.size), fill, dtype=torch.float32)
-        box[(slice(None), *in_window)] = inside
+        box[(slice(None), *in_window)] = inside.float()
         if tuple(self.size) == tuple(self.roi):
             return box
         return _resize(box, self.roi, mode)
@@ -93,15 +108,32 @@ class Window:
     ) -> npt.NDArray[np.uint8]:
         """A ``roi``-sized probability map, resized back, thresholded, in a zero uint8 ``shape``.
 
-        Only the window is resized and thresholded; the rest of the mask is zeros, so the cost
-        does not grow with the image.
+        Only the part of the window inside the image and near the ROI voxels above
+        ``threshold`` is resized (linearly, as ``interpolate`` does) and thresholded: a voxel
+        whose interpolation taps all lie below it cannot pass it. The cost follows the mask, not
+        the image or the window.
         """
-        box = probability.float()[None]
-        if tuple(self.size) != tuple(self.roi):
-            box = _resize(box, self.size, "trilinear")
         mask = np.zeros(tuple(shape), dtype=np.uint8)
-        in_image, in_window = self._overlap(shape)
-        mask[tuple(in_image)] = (box[0][tuple(in_window)] > threshold).numpy()
+        above = torch.nonzero(probability > threshold)
+        if not len(above):
+            return mask
+        low, high = above.min(0).values.tolist(), above.max(0).values.tolist()
+        region, taps = [], []
+        for axis, length in enumerate(shape):
+            index0, index1, weight = _taps(self.roi[axis], self.size[axis])
+            near = (index1 >= low[axis]) & (index0 <= high[axis])
+            image = self.start[axis] + np.arange(self.size[axis])
+            keep = near & (image >= 0) & (image < length)
+            if not keep.any():
+                return mask
+            chosen = np.flatnonzero(keep)
+            region.append(slice(int(image[chosen[0]]), int(image[chosen[-1]]) + 1))
+            window_part = slice(int(chosen[0]), int(chosen[-1]) + 1)
+            taps.append((index0[window_part], index1[window_part], weight[window_part]))
+        values = probability.float()
+        for axis in reversed(range(len(shape))):
+            values = _lerp(values, axis, *taps[axis])
+        mask[tuple(region)] = (values > threshold).numpy()
         return mask
 
     def grown(
@@ -187,6 +219,81 @@ def deepgrow_window(
         min_size=np.maximum(base, 2 * (spread + margin) + 1),
         shift=shift,
     )
+
+
+def _taps(
+    size_in: int, size_out: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Linear interpolation from ``size_in`` to ``size_out`` samples as ``interpolate`` with
+    ``align_corners=False`` does it: per output sample, its two input samples and the weight of
+    the second (float32 arithmetic, as PyTorch's)."""
+    scale = np.float32(size_in) / np.float32(size_out)
+    source = scale * (np.arange(size_out, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5)
+    source = np.maximum(source, np.float32(0))
+    index0 = np.minimum(source.astype(np.int64), size_in - 1)
+    index1 = np.minimum(index0 + 1, size_in - 1)
+    weight = (source - index0.astype(np.float32)).astype(np.float32)
+    return index0, index1, weight
+
+
+def _lerp(
+    values: torch.Tensor,
+    axis: int,
+    index0: npt.NDArray[np.int64],
+    index1: npt.NDArray[np.int64],
+    weight: npt.NDArray[np.float32],
+    *,
+    outside: npt.NDArray[np.bool_] | None = None,
+    fill: float = 0.0,
+) -> torch.Tensor:
+    """``values`` (float32) interpolated along ``axis`` at the given taps; taps marked
+    ``outside`` read ``fill`` instead."""
+    both = torch.from_numpy(np.concatenate([index0, index1]))
+    planes = values.index_select(axis, both).float()
+    if outside is not None and outside.any():
+        where = torch.from_numpy(np.concatenate([outside[0], outside[1]]))
+        view = [1] * planes.ndim
+        view[axis] = len(where)
+        planes = torch.where(where.view(view), torch.tensor(fill, dtype=planes.dtype), planes)
+    first = planes.narrow(axis, 0, len(index0))
+    second = planes.narrow(axis, len(index0), len(index1))
+    view = [1] * planes.ndim
+    view[axis] = len(weight)
+    w1 = torch.from_numpy(weight).view(view)
+    w0 = 1 - w1
+    result: torch.Tensor = w0 * first + w1 * second
+    return result
+
+
+def _linear_window(
+    array: torch.Tensor,
+    start: Sequence[int],
+    size: Sequence[int],
+    roi: Sequence[int],
+    fill: float,
+) -> torch.Tensor:
+    """The box ``start + [0, size)`` of a channel-first ``array`` (``fill`` outside it), resized
+    linearly to ``roi``, reading only the planes the interpolation uses, one axis at a time (the
+    one that shrinks most first: the arrays stay small; the sums associate in another order than
+    ``interpolate``'s, equal up to float rounding)."""
+    spatial = array.shape[1:]
+    lows, plans = [], []
+    for axis, length in enumerate(spatial):
+        index0, index1, weight = _taps(size[axis], roi[axis])
+        image0, image1 = start[axis] + index0, start[axis] + index1
+        outside = np.stack([(image0 < 0) | (image0 >= length), (image1 < 0) | (image1 >= length)])
+        used = np.clip(np.concatenate([image0, image1]), 0, length - 1)
+        low, high = int(used.min()), int(used.max()) + 1
+        lows.append(slice(low, high))
+        local0 = np.clip(image0, 0, length - 1) - low
+        local1 = np.clip(image1, 0, length - 1) - low
+        plans.append((local0, local1, weight, outside))
+    values = array[(slice(None), *lows)]
+    shrink = [(part.stop - part.start) / out for part, out in zip(lows, roi, strict=True)]
+    for axis in sorted(range(len(spatial)), key=lambda a: -shrink[a]):
+        local0, local1, weight, outside = plans[axis]
+        values = _lerp(values, axis + 1, local0, local1, weight, outside=outside, fill=fill)
+    return values
 
 
 def _resize(array: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
