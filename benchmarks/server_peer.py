@@ -12,7 +12,8 @@ published as the peer's ``model/segmentation_spleen.pt`` for the run (removed af
 two label maps must agree, which the run checks. The archive's agreement check
 (``carina archive plan-check`` on the upload) runs first, as a user would run it: when the planned
 run (here the whole 96^3 image instead of one zero-padded 160^3 window) agrees with the configured
-one, Carina's server plans its runs.
+one, Carina's server plans its runs; likewise the bf16 check (``plan-check --bf16``): on a CPU
+with native bf16, when bf16 agrees with fp32 and is faster, the server computes in bf16.
 
 Both servers get the same torch thread count and are asked the same questions: ``GET /info/``
 until the first 200 (start to ready), the resident memory of the process tree right then (idle),
@@ -43,7 +44,8 @@ import httpx
 import numpy as np
 
 from carina.archive import Archive
-from carina.engine.agreement import check_plan
+from carina.engine.agreement import check_bf16, check_plan
+from carina.engine.backends import bf16_is_checked, native_bf16
 from carina.io import load_volume
 from carina.zoo.install import install_archive
 from server_monailabel import abba
@@ -266,6 +268,7 @@ def side_by_side(
     workspace = root / "peer-workspace"
     archive = write_archive(workspace)
     plan = check_plan(Archive.open(archive), {"upload96": peer.upload})
+    bf16 = check_bf16(Archive.open(archive), {"upload96": peer.upload})
     install_archive(DEEPGROW, workspace)
     image = peer.upload.read_bytes()
     ready: dict[str, list[float]] = {"carina": [], "monai_label": []}
@@ -349,6 +352,13 @@ def side_by_side(
             "reason": plan.reason,
             "plans": plan.plans,
             "scores": plan.scores,
+        },
+        "bf16_check": {
+            "passed": bf16.passed,
+            "seconds_bf16_fp32": [bf16.seconds["ours"], bf16.seconds["reference"]],
+            "scores": bf16.scores,
+            "native_bf16": native_bf16(),
+            "used": native_bf16() and bf16_is_checked(archive, archive / "models" / "model.pt"),
         },
         "label_voxels": {k: int(np.count_nonzero(v)) for k, v in labels.items()},
         "ratios_carina_over_monai_label": {
