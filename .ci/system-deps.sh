@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the system packages that tests need (a headless browser, PostgreSQL) when missing.
+# Install the system packages that tests need (a headless browser, PostgreSQL, Orthanc with its
+# DICOMweb plugin, dicom3tools' dciodvfy) when missing.
 # Uses apt-get as root (or through sudo); elsewhere it says what to install and carries on.
 set -uo pipefail
 
@@ -10,10 +11,19 @@ fi
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
+if ! command -v dciodvfy >/dev/null 2>&1; then
+  missing+=(dicom3tools)
+fi
+if ! command -v Orthanc >/dev/null 2>&1; then
+  missing+=(orthanc)
+fi
+if [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then
+  missing+=(orthanc-dicomweb)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
-  echo "system-deps: no apt-get here; install ${missing[*]} yourself for the browser and database tests" >&2
+  echo "system-deps: no apt-get here; install ${missing[*]} yourself for the browser, database and DICOM tests" >&2
   exit 0
 fi
 sudo=()
@@ -21,7 +31,7 @@ if [ "$(id -u)" -ne 0 ]; then
   if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
     sudo=(sudo -n)
   else
-    echo "system-deps: not root; install ${missing[*]} for the browser and database tests" >&2
+    echo "system-deps: not root; install ${missing[*]} for the browser, database and DICOM tests" >&2
     exit 0
   fi
 fi

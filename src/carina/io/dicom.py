@@ -55,6 +55,15 @@ def read_dicom(path: Path, *, max_bytes: int) -> Volume:
             duplicated or inconsistent slices, undecodable pixel data, unsafe zip, or voxels over
             ``max_bytes``.
     """
+    return read_series(path, max_bytes=max_bytes)[0]
+
+
+def read_series(path: Path, *, max_bytes: int) -> tuple[Volume, list[Any]]:
+    """:func:`read_dicom`, and the series' image datasets (for objects derived from it: a SEG).
+
+    Raises:
+        ImageReadError: as :func:`read_dicom`.
+    """
     try:
         datasets = list(_datasets(path, max_bytes=max_bytes))
         images = [(name, ds) for name, ds in datasets if "PixelData" in ds]
@@ -64,7 +73,12 @@ def read_dicom(path: Path, *, max_bytes: int) -> Volume:
             kind = datasets[0][1].get("SOPClassUID")
             described = f" ({getattr(kind, 'name', kind)})" if kind is not None else ""
             raise ImageReadError(path, f"the DICOM object{described} contains no pixel data")
-        return _series_volume(path, images, max_bytes=max_bytes)
+        if len(images) == 1 and str(images[0][1].get("Modality", "")) == "SEG":
+            from carina.io.dicom_seg import read_seg
+
+            return read_seg(path, dataset=images[0][1]), [images[0][1]]
+        volume = _series_volume(path, images, max_bytes=max_bytes)
+        return volume, [ds for _, ds in images]
     except _malformed() as exc:  # pydicom parses lazily: any access may meet a broken element
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise ImageReadError(path, f"a malformed DICOM file ({reason})") from exc

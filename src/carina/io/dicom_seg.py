@@ -1,0 +1,263 @@
+"""DICOM Segmentation (SEG): a label map written against its source series, and read back.
+
+A label map on the grid of a DICOM series becomes a BINARY Segmentation (highdicom) with one segment
+per label value: named from the model's labels, coded with SNOMED CT where Carina knows the
+structure (vertebrae C1-L5, intervertebral discs, grey and white matter, CSF, organs the standard's
+code lists name) and as a generic tissue otherwise. It references its source series the way viewers
+need (ReferencedSeriesSequence, a source image per frame, the frame of reference), takes its
+geometry from the source, and copies the patient and study attributes from the source only; empty
+frames are left out. Reading a SEG back gives the label map on its source's grid, voxel for voxel.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from carina import __version__
+from carina.errors import ImageReadError, ImageWriteError
+from carina.files import atomic_path
+from carina.io.volume import LPS_TO_RAS, ImageFormat, Volume, VolumeMeta
+
+#: The most segments a SEG gets: label values are 8-bit here, as viewers expect.
+MAX_SEGMENTS = 255
+#: Segment category of a structure Carina codes, and of one it does not.
+_ANATOMY = "AnatomicalStructure"
+_TISSUE = "Tissue"
+_ORDINALS = {
+    "1": "First", "2": "Second", "3": "Third", "4": "Fourth", "5": "Fifth", "6": "Sixth",
+    "7": "Seventh", "8": "Eighth", "9": "Ninth", "10": "Tenth", "11": "Eleventh", "12": "Twelfth",
+}  # fmt: skip
+_REGIONS = {"C": "Cervical", "T": "Thoracic", "L": "Lumbar"}
+_DISC = r"(?:disc|intervertebral disc)\s+([ctl])(\d{1,2})\s*-\s*[ctls]\d{1,2}"
+_NAMED = {
+    "grey matter": "GrayMatter",
+    "gray matter": "GrayMatter",
+    "white matter": "WhiteMatter",
+    "csf": "CerebrospinalFluid",
+    "cerebrospinal fluid": "CerebrospinalFluid",
+}
+
+
+def segment_codes(name: str) -> tuple[Any, Any]:
+    """The (category, type) SNOMED CT codes of a label name: ``L3``/``L3 vertebra`` -> L3
+    vertebra, ``disc C5-C6`` -> the intervertebral disc of C5, ``grey matter``, ``spleen``, ...;
+    a name Carina does not know -> (Tissue, Tissue)."""
+    from pydicom.sr.codedict import codes
+
+    text = name.strip().lower()
+    keyword = _NAMED.get(text)
+    vertebra = re.fullmatch(r"(?:vertebra\s+)?([ctl])(\d{1,2})(?:\s+vertebra)?", text)
+    disc = re.fullmatch(
+        r"(?:disc|intervertebral disc)\s+([ctl])(\d{1,2})\s*-\s*[ctls]\d{1,2}", text
+    )
+    if vertebra:
+        keyword = f"{vertebra[1].upper()}{vertebra[2]}Vertebra"
+    elif disc and disc[2] in _ORDINALS:
+        region = _REGIONS[disc[1].upper()]
+        keyword = f"IntervertebralDiscStructureOf{_ORDINALS[disc[2]]}{region}Vertebra"
+    elif keyword is None:
+        keyword = "".join(part.capitalize() for part in re.split(r"[\s_-]+", text))
+    concept = getattr(codes.SCT, keyword, None) if keyword else None
+    if concept is None:
+        return getattr(codes.SCT, _TISSUE), getattr(codes.SCT, _TISSUE)
+    return getattr(codes.SCT, _ANATOMY), concept
+
+
+def write_seg(
+    labels: Volume,
+    source: Sequence[Any],
+    names: Sequence[str],
+    target: str | Path,
+    *,
+    algorithm: str = "Carina",
+    series_description: str = "Carina segmentation",
+) -> Path:
+    """Write the label map ``labels`` (on the grid of the series ``source``, pydicom datasets) as
+    a DICOM SEG file at ``target``; value ``n`` is segment ``n``, named ``names[n - 1]`` (``label
+    n`` past the names).
+
+    Raises:
+        ImageWriteError: not a label map (values other than 0-255 integers).
+        ImageReadError: the label map is not on the source series' grid, or the source cannot
+            be referenced (no frame of reference, not an image series).
+    """
+    import highdicom as hd
+
+    path = Path(target)
+    array = np.asarray(labels.array)
+    low, high = (int(array.min(initial=0)), int(array.max(initial=0))) if array.size else (0, 0)
+    if array.dtype.kind not in "iub" or low < 0 or high > MAX_SEGMENTS:
+        raise ImageWriteError(
+            path,
+            f"a DICOM SEG holds a label map (integers 0-{MAX_SEGMENTS}), not an image of "
+            f"{array.dtype} values {low}..{high}",
+        )
+    images = _source_images(source)
+    grid = _source_grid(images)
+    values = array.astype(np.uint8)
+    count = max(high, len(names), 1)
+    mask = hd.Volume(
+        array=values,
+        affine=LPS_TO_RAS @ np.asarray(labels.affine),
+        coordinate_system="PATIENT",
+        frame_of_reference_uid=images[0].FrameOfReferenceUID,
+    )
+    if not mask.geometry_equal(grid, tol=1e-3):
+        try:
+            mask = mask.match_geometry(grid, tol=1e-3)
+        except (RuntimeError, ValueError) as exc:
+            raise ImageReadError(
+                Path(str(target)),
+                f"the label map ({labels.shape}) is not on the grid of the source series "
+                f"({grid.spatial_shape}): {exc}",
+            ) from exc
+    segments = [_description(number, names, algorithm) for number in range(1, count + 1)]
+    with warnings.catch_warnings():
+        # an empty (de-identified) PatientName is not a name highdicom can check
+        warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
+        seg = _segmentation(hd, images, mask, segments, algorithm, series_description)
+    with atomic_path(path) as partial:
+        seg.save_as(partial, enforce_file_format=True)
+    return path
+
+
+def _segmentation(
+    hd: Any, images: list[Any], mask: Any, segments: list[Any], algorithm: str, description: str
+) -> Any:
+    return hd.seg.Segmentation(
+        source_images=images,
+        pixel_array=mask,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segments,
+        series_instance_uid=hd.UID(),
+        series_number=int(getattr(images[0], "SeriesNumber", 0) or 0) + 1000,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="Carina",
+        manufacturer_model_name=algorithm,
+        software_versions=__version__,
+        device_serial_number="0",
+        series_description=description,
+    )
+
+
+def read_seg(path: str | Path, *, reference: Volume | None = None, dataset: Any = None) -> Volume:
+    """A DICOM SEG as a label map (segment numbers as values): on the grid of ``reference`` (its
+    source series as Carina reads it) when given, else on the SEG's own grid (the frames it
+    holds). ``dataset``: the SEG already parsed from ``path``.
+
+    Raises:
+        ImageReadError: not a readable Segmentation, or it does not fit ``reference``.
+    """
+    import highdicom as hd
+    import pydicom
+
+    where = Path(path)
+    try:
+        parsed = dataset if dataset is not None else pydicom.dcmread(where)
+        seg = hd.seg.Segmentation.from_dataset(parsed)
+        volume = seg.get_volume(combine_segments=True, relabel=False)
+    except Exception as exc:  # pydicom and highdicom raise many kinds on a bad file
+        raise ImageReadError(where, f"not a readable DICOM Segmentation ({exc})") from exc
+    if reference is not None:
+        grid = hd.VolumeGeometry(
+            affine=LPS_TO_RAS @ np.asarray(reference.affine),
+            spatial_shape=reference.shape[:3],
+            coordinate_system="PATIENT",
+            frame_of_reference_uid=seg.FrameOfReferenceUID,
+        )
+        try:
+            volume = _on_grid(volume, grid)
+        except (RuntimeError, ValueError) as exc:
+            raise ImageReadError(where, f"the segmentation does not fit the image: {exc}") from exc
+    return Volume(
+        array=np.asarray(volume.array),
+        affine=LPS_TO_RAS @ np.asarray(volume.affine),
+        meta=VolumeMeta(format=ImageFormat.DICOM, modality="SEG", series_uid=seg.SeriesInstanceUID),
+    )
+
+
+def _on_grid(volume: Any, grid: Any) -> Any:
+    """``volume`` (a SEG's, covering only its non-empty frames) placed on the source grid."""
+    import highdicom as hd
+
+    inverse = np.linalg.inv(grid.affine)
+    matched = volume.match_orientation(grid)
+    array = np.zeros(grid.spatial_shape, dtype=matched.array.dtype)
+    start = np.rint((inverse @ np.append(matched.position, 1.0))[:3]).astype(int)
+    stop = start + np.asarray(matched.spatial_shape)
+    if np.any(start < 0) or np.any(stop > np.asarray(grid.spatial_shape)):
+        raise ValueError("the segmentation lies outside the source series")
+    array[tuple(slice(a, b) for a, b in zip(start, stop, strict=True))] = matched.array
+    return hd.Volume(
+        array=array,
+        affine=grid.affine,
+        coordinate_system="PATIENT",
+        frame_of_reference_uid=grid.frame_of_reference_uid,
+    )
+
+
+#: Type 2 attributes of the patient and study modules a SEG copies from its source: a source that
+#: leaves them out (allowed for some objects, common after de-identification) gets them empty.
+_TYPE2 = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+    "ReferringPhysicianName", "StudyID", "AccessionNumber",
+)  # fmt: skip
+
+
+def _source_images(source: Sequence[Any]) -> list[Any]:
+    """The image datasets of ``source`` (copies, with absent Type 2 attributes empty)."""
+    images = [ds for ds in source if "PixelData" in ds or "FloatPixelData" in ds]
+    if not images:
+        raise ImageReadError(Path("source"), "the source holds no image")
+    if "FrameOfReferenceUID" not in images[0]:
+        raise ImageReadError(Path("source"), "the source series has no FrameOfReferenceUID")
+    completed = []
+    for dataset in images:
+        missing = [keyword for keyword in _TYPE2 if keyword not in dataset]
+        if missing:
+            dataset = dataset.copy()
+            for keyword in missing:
+                setattr(dataset, keyword, "")
+        completed.append(dataset)
+    return completed
+
+
+def _source_grid(images: list[Any]) -> Any:
+    """The geometry of the source series (a highdicom ``Volume`` of its pixels)."""
+    import highdicom as hd
+
+    if len(images) == 1 and int(getattr(images[0], "NumberOfFrames", 1) or 1) > 1:
+        return hd.image.Image.from_dataset(images[0]).get_volume()
+    return hd.get_volume_from_series(images, dtype=np.float32)
+
+
+def _description(number: int, names: Sequence[str], algorithm: str) -> Any:
+    import highdicom as hd
+
+    name = names[number - 1] if number <= len(names) else f"label {number}"
+    category, kind = segment_codes(name)
+    return hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=name[:64],
+        segmented_property_category=category,
+        segmented_property_type=kind,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name=algorithm[:64],
+            version=__version__,
+            family=_family(),
+        ),
+    )
+
+
+def _family() -> Any:
+    from pydicom.sr.codedict import codes
+
+    return codes.cid7162.ArtificialIntelligence
