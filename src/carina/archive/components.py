@@ -146,7 +146,8 @@ _NAMES: dict[str, str] = {
     """,
     "carina.interactive": """
         AddGuidance AddGuidanced ClickSimulation InteractionCrop InteractionCropd
-        KeepStructured RandTruncate RandTruncated SelectLabel SelectLabeld
+        KeepStructured RandMirrorComplete RandMirrorCompleted RandTruncate RandTruncated
+        SelectLabel SelectLabeld
         StructureSlice StructureSliced
     """,
 }
