@@ -84,6 +84,22 @@ def read_series(path: Path, *, max_bytes: int) -> tuple[Volume, list[Any]]:
         raise ImageReadError(path, f"a malformed DICOM file ({reason})") from exc
 
 
+def read_headers(path: Path, *, max_bytes: int) -> list[Any]:
+    """The image datasets of a DICOM file, folder or zip, parsed but not decoded (for a SEG
+    referencing them); empty when ``path`` holds no DICOM image.
+
+    Raises:
+        ImageReadError: a malformed file or an unsafe zip.
+    """
+    try:
+        if path.is_file() and not zipfile.is_zipfile(path):
+            dataset = _parse(path.name, path, force=False, strict=False)
+            return [dataset] if dataset is not None and "PixelData" in dataset else []
+        return [ds for _, ds in _datasets(path, max_bytes=max_bytes) if "PixelData" in ds]
+    except _malformed() as exc:
+        raise ImageReadError(path, f"a malformed DICOM file ({type(exc).__name__})") from exc
+
+
 def _malformed() -> tuple[type[Exception], ...]:
     """What pydicom raises on malformed data, besides Carina's own errors."""
     from pydicom.errors import BytesLengthException, InvalidDicomError

@@ -98,30 +98,27 @@ def write_seg(
             f"a DICOM SEG holds a label map (integers 0-{MAX_SEGMENTS}), not an image of "
             f"{array.dtype} values {low}..{high}",
         )
-    images = _source_images(source)
-    grid = _source_grid(images)
-    values = array.astype(np.uint8)
-    count = max(high, len(names), 1)
+    images, grid = _source_grid(_source_images(source))
     mask = hd.Volume(
-        array=values,
+        array=array.astype(np.uint8),
         affine=LPS_TO_RAS @ np.asarray(labels.affine),
         coordinate_system="PATIENT",
         frame_of_reference_uid=images[0].FrameOfReferenceUID,
     )
-    if not mask.geometry_equal(grid, tol=1e-3):
-        try:
-            mask = mask.match_geometry(grid, tol=1e-3)
-        except (RuntimeError, ValueError) as exc:
-            raise ImageReadError(
-                Path(str(target)),
-                f"the label map ({labels.shape}) is not on the grid of the source series "
-                f"({grid.spatial_shape}): {exc}",
-            ) from exc
+    try:
+        frames = mask.match_geometry(grid, tol=1e-3).array
+    except (RuntimeError, ValueError) as exc:
+        raise ImageReadError(
+            path,
+            f"the label map ({labels.shape}) is not on the grid of the source series "
+            f"({len(images)} images): {str(exc)[:200]}",
+        ) from exc
+    count = max(high, len(names), 1)
     segments = [_description(number, names, algorithm) for number in range(1, count + 1)]
     with warnings.catch_warnings():
         # an empty (de-identified) PatientName is not a name highdicom can check
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person")
-        seg = _segmentation(hd, images, mask, segments, algorithm, series_description)
+        seg = _segmentation(hd, images, frames, segments, algorithm, series_description)
     with atomic_path(path) as partial:
         seg.save_as(partial, enforce_file_format=True)
     return path
@@ -212,8 +209,11 @@ _TYPE2 = (
 
 
 def _source_images(source: Sequence[Any]) -> list[Any]:
-    """The image datasets of ``source`` (copies, with absent Type 2 attributes empty)."""
-    images = [ds for ds in source if "PixelData" in ds or "FloatPixelData" in ds]
+    """The image datasets of ``source`` (copies, with absent Type 2 attributes empty); the
+    headers suffice (read with ``stop_before_pixels``: the pixels are not used)."""
+    images = [
+        ds for ds in source if ("Rows" in ds and "ImagePositionPatient" in ds) or "PixelData" in ds
+    ]
     if not images:
         raise ImageReadError(Path("source"), "the source holds no image")
     if "FrameOfReferenceUID" not in images[0]:
@@ -221,21 +221,63 @@ def _source_images(source: Sequence[Any]) -> list[Any]:
     completed = []
     for dataset in images:
         missing = [keyword for keyword in _TYPE2 if keyword not in dataset]
-        if missing:
+        if missing or "PixelData" not in dataset:
             dataset = dataset.copy()
             for keyword in missing:
                 setattr(dataset, keyword, "")
+            if "PixelData" not in dataset:
+                dataset.PixelData = b""  # highdicom asks for the element, not the pixels
         completed.append(dataset)
     return completed
 
 
-def _source_grid(images: list[Any]) -> Any:
-    """The geometry of the source series (a highdicom ``Volume`` of its pixels)."""
+def _source_grid(images: list[Any]) -> tuple[list[Any], Any]:
+    """The source images in the order of their frames along the slice normal, and their grid
+    (a highdicom ``VolumeGeometry`` from the headers alone): frame ``n`` of the SEG's pixel array
+    is then derived from image ``n``.
+
+    Raises:
+        ImageReadError: the images do not form one regular grid.
+    """
     import highdicom as hd
 
-    if len(images) == 1 and int(getattr(images[0], "NumberOfFrames", 1) or 1) > 1:
-        return hd.image.Image.from_dataset(images[0]).get_volume()
-    return hd.get_volume_from_series(images, dtype=np.float32)
+    try:
+        if len(images) == 1 and int(getattr(images[0], "NumberOfFrames", 1) or 1) > 1:
+            geometry = hd.image.Image.from_dataset(images[0]).get_volume_geometry()
+            if geometry is None:
+                raise ValueError("its frames do not form a regular volume")
+            return images, geometry
+        orientation = np.asarray(images[0].ImageOrientationPatient, dtype=np.float64)
+        normal = np.cross(orientation[:3], orientation[3:])
+        ordered = sorted(
+            images, key=lambda ds: float(normal @ np.asarray(ds.ImagePositionPatient, float))
+        )
+        for _ in range(2):  # the geometry's slice axis may run against the normal: reverse
+            positions = [np.asarray(ds.ImagePositionPatient, np.float64) for ds in ordered]
+            step = float(np.linalg.norm(positions[-1] - positions[0])) / max(len(ordered) - 1, 1)
+            first = ordered[0]
+            geometry = hd.VolumeGeometry.from_attributes(
+                image_position=positions[0].tolist(),
+                image_orientation=orientation.tolist(),
+                rows=int(first.Rows),
+                columns=int(first.Columns),
+                pixel_spacing=[float(v) for v in first.PixelSpacing],
+                spacing_between_slices=step or 1.0,
+                number_of_frames=len(ordered),
+                coordinate_system="PATIENT",
+                frame_of_reference_uid=first.FrameOfReferenceUID,
+            )
+            last = np.asarray(geometry.affine) @ np.array([len(ordered) - 1, 0, 0, 1.0])
+            if np.allclose(last[:3], positions[-1], atol=1e-2 * max(step, 1.0)):
+                break
+            ordered = ordered[::-1]
+        else:
+            raise ValueError("the slice positions are not evenly spaced along one line")
+        return ordered, geometry
+    except (AttributeError, ValueError, IndexError, TypeError) as exc:
+        raise ImageReadError(
+            Path("source"), f"the source series has no usable geometry ({exc})"
+        ) from exc
 
 
 def _description(number: int, names: Sequence[str], algorithm: str) -> Any:

@@ -143,10 +143,12 @@ async def infer(
     session_id: str | None = None,
     output: str | None = None,
 ) -> Response:
-    if output not in (None, "", "all", "image", "json"):
-        raise RequestError(f"output must be all, image or json, not {output[:32]!r}")
+    if output not in (None, "", "all", "image", "json", "dicom_seg"):
+        raise RequestError(f"output must be all, image, json or dicom_seg, not {output[:32]!r}")
     async with request_scratch(services.scratch) as scratch:
         params, uploads = await read_form(request, scratch)
+        if output == "dicom_seg":  # the result as a DICOM SEG of the (DICOM) image
+            params = {**params, "result_extension": ".dcm"}
         images = monailabel.image_uploads(uploads)
         stored = None
         if not session_id and not images:
@@ -171,11 +173,13 @@ async def infer(
     await audit(request, services, "infer", target, model=model)
     headers = {"Server-Timing": server_timing(result.timings)}
     background = None
-    if stored is not None and image and info.kind.guidance.value == "none" and result.image:
+    as_seg = result.image_name.endswith(".dcm")  # a SEG is no label map of the stored image
+    keep = info.kind.guidance.value == "none" and result.image and not as_seg
+    if stored is not None and image and keep:
         background = BackgroundTask(
             _keep_original, services, image, result.image, result.image_name, model, names
         )
-    if output == "image":
+    if output in ("image", "dicom_seg"):
         response = file_response(result.image or b"", result.image_name, headers=headers)
     elif output == "json":
         response = json_response(answer, headers=headers)
@@ -212,7 +216,9 @@ async def _run(
     return await in_pool(
         request,
         services,
-        lambda: aiaa.infer(registry, prepared, volume, source=source, read_seconds=seconds),
+        lambda: aiaa.infer(
+            registry, prepared, volume, source=source, read_seconds=seconds, sessions=sessions
+        ),
     )
 
 

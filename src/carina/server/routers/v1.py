@@ -118,7 +118,9 @@ async def run_inference(
         result = await in_pool(
             request,
             services,
-            lambda: aiaa.infer(registry, prepared, image, source=source, read_seconds=seconds),
+            lambda: aiaa.infer(
+                registry, prepared, image, source=source, read_seconds=seconds, sessions=sessions
+            ),
         )
     services.metrics.observe_stages(result.timings)
     headers = {"Server-Timing": server_timing(result.timings)}

@@ -18,7 +18,7 @@ import numpy as np
 
 from carina.engine.failures import model_failures
 from carina.errors import NotSupportedError, RequestError
-from carina.io import Volume, load_volume
+from carina.io import ImageFormat, Volume, load_volume
 from carina.io.checks import check_volume
 from carina.kinds import Guidance, InferenceRequest, InferenceResult, check_request
 from carina.schemas import ModelEntry, SessionInfo
@@ -181,6 +181,21 @@ class ImageSource:
             return check_volume(volume, source="the datastore image")
         return self.read_upload()
 
+    def dicom_headers(self, sessions: SessionStore) -> list[Any]:
+        """The DICOM datasets of the call's image (headers; empty when it is not DICOM): what a
+        DICOM SEG result references.
+
+        Raises:
+            SessionExpired, ImageReadError: as :meth:`read`.
+        """
+        from carina.io.dicom import read_headers
+
+        if self.session_id:
+            return sessions.dicom_headers(self.session_id)
+        chosen = choose_inputs(self.uploads)
+        paths = [upload.path for upload in chosen] or ([self.stored] if self.stored else [])
+        return [ds for path in paths for ds in read_headers(path, max_bytes=self.max_bytes)]
+
     def read_upload(self) -> Volume:
         """The uploaded image, checked (see :func:`carina.io.checks.check_volume`).
 
@@ -235,9 +250,11 @@ def infer(
     *,
     source: ImageSource,
     read_seconds: float = 0.0,
+    sessions: SessionStore | None = None,
 ) -> InferenceOutput:
     """Run the model's runner on the typed request; encode the label map in the format asked
-    (``result_extension``, ``result_dtype``).
+    (``result_extension``, ``result_dtype``; ``.dcm``: a DICOM SEG of the request's DICOM image,
+    its session's when ``sessions`` holds it).
 
     Raises:
         ModelNotFound, GuidanceError, ImageReadError: the model went away, or cannot use this
@@ -250,7 +267,12 @@ def infer(
         result = registry.runner(prepared.info.name).run(request)
     params = prepared.params
     data, name, write = encode_result(
-        result.label, params, input_suffix=source.suffix, folder=source.scratch
+        result.label,
+        params,
+        input_suffix=source.suffix,
+        folder=source.scratch,
+        labels=_result_labels(prepared.info, request),
+        dicom=lambda: source.dicom_headers(sessions) if sessions is not None else [],
     )
     timings = {**result.timings, "read": read_seconds, "write": write}
     return InferenceOutput(answer_params(prepared.info, request, result), data, name, timings)
@@ -272,7 +294,16 @@ def run_inference(
     """
     prepared = prepare_inference(registry, model=model, source=source, params=params)
     image, seconds = read_image(source, sessions)
-    return infer(registry, prepared, image, source=source, read_seconds=seconds)
+    return infer(registry, prepared, image, source=source, read_seconds=seconds, sessions=sessions)
+
+
+def _result_labels(info: ModelInfo, request: InferenceRequest) -> list[str]:
+    """The names of a result's values: a segmentation model's labels; for an interactive one,
+    the label the client named, else the model's first label, else ``structure``."""
+    if info.kind.guidance == Guidance.NONE:
+        return list(info.spec.labels)
+    named = getattr(request, "label", None)
+    return [named or next(iter(info.spec.labels), "") or "structure"]
 
 
 def create_session(
@@ -296,7 +327,9 @@ def create_session(
     if not source.uploads:
         raise RequestError("no image: upload the session's image as a file part")
     lifetime = as_int(expiry, "expiry") if expiry not in (None, "") else None
-    return sessions.create(source.read(sessions), expiry=lifetime, save_as=save_as)
+    volume = source.read(sessions)
+    dicom = source.dicom_headers(sessions) if volume.meta.format == ImageFormat.DICOM else []
+    return sessions.create(volume, expiry=lifetime, save_as=save_as, dicom=dicom)
 
 
 def _tuples(points: list[list[int]]) -> tuple[tuple[int, ...], ...]:

@@ -11,7 +11,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,11 @@ from carina.io.formats import READ_SUFFIXES, WRITE_SUFFIXES
 from carina.server.services.params import as_bool
 
 #: Suffixes kept from an uploaded file's name to choose its reader (others are sniffed), and the
-#: result formats a client may ask for (``result_extension``): those of ``carina.io``.
+#: A DICOM SEG result (``result_extension=.dcm``, MONAI Label's ``output=dicom_seg``).
+SEG_SUFFIX = ".dcm"
+#: result formats a client may ask for (``result_extension``): those of ``carina.io``, and SEG.
 KNOWN_SUFFIXES = tuple(sorted(READ_SUFFIXES, key=len, reverse=True))
-RESULT_SUFFIXES = tuple(WRITE_SUFFIXES)
+RESULT_SUFFIXES = (*WRITE_SUFFIXES, SEG_SUFFIX)
 _DTYPES = {"uint8": np.uint8, "uint16": np.uint16}
 
 
@@ -130,14 +132,21 @@ def result_format(params: dict[str, Any], *, input_suffix: str) -> tuple[str, st
 
 
 def encode_result(
-    volume: Volume, params: dict[str, Any], *, input_suffix: str, folder: Path
+    volume: Volume,
+    params: dict[str, Any],
+    *,
+    input_suffix: str,
+    folder: Path,
+    labels: Sequence[str] = (),
+    dicom: Callable[[], list[Any]] | None = None,
 ) -> tuple[bytes, str, float]:
     """The result image as file bytes in the format asked (:func:`result_format`); its file
     name; seconds taken. A uint8 result that holds values over 255 is written as uint16. The
-    file is written in ``folder`` (the request's scratch folder) and removed.
+    file is written in ``folder`` (the request's scratch folder) and removed. ``.dcm`` asks for a
+    DICOM SEG: ``dicom()`` gives the source series' datasets, ``labels`` the segments' names.
 
     Raises:
-        RequestError: an unknown format or dtype.
+        RequestError: an unknown format or dtype, or a SEG asked of an image that is not DICOM.
     """
     start = time.perf_counter()
     suffix, dtype_name = result_format(params, input_suffix=input_suffix)
@@ -147,9 +156,30 @@ def encode_result(
     result = volume.with_array(array.astype(_DTYPES[dtype_name], copy=False))
     path = folder / f"result-{uuid.uuid4().hex}{suffix}"
     try:
-        compress = as_bool(params.get("result_compress", True), "result_compress")
-        save_volume(result, path, compress=compress)
+        if suffix == SEG_SUFFIX:
+            _write_seg(result, dicom, labels, path)
+        else:
+            compress = as_bool(params.get("result_compress", True), "result_compress")
+            save_volume(result, path, compress=compress)
         data = path.read_bytes()
     finally:
         path.unlink(missing_ok=True)
     return data, f"result{suffix}", time.perf_counter() - start
+
+
+def _write_seg(
+    result: Volume,
+    dicom: Callable[[], list[Any]] | None,
+    labels: Sequence[str],
+    path: Path,
+) -> None:
+    from carina.io.dicom_seg import write_seg
+
+    datasets = dicom() if dicom is not None else []
+    if not datasets:
+        raise RequestError(
+            "a DICOM SEG result (result_extension .dcm, output=dicom_seg) references the DICOM "
+            "series it was computed on: send the image as DICOM (a series or its zip), or ask "
+            "for .nii.gz"
+        )
+    write_seg(result, datasets, list(labels), path)

@@ -17,7 +17,9 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from carina.errors import RequestError, SessionExpired, SessionNotFound
 from carina.files import atomic_write_bytes, owner_tag, sweep_stale
@@ -30,6 +32,8 @@ _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 #: Formats a client may ask a session image to be stored in (``save_as``).
 _STORED = (".nii", ".nii.gz", ".nrrd", ".mha")
 _INFO = "info.json"
+#: Where a session keeps its DICOM image's headers (for SEG results).
+_DICOM = "dicom"
 
 
 class SessionStore:
@@ -55,9 +59,16 @@ class SessionStore:
         self._lock = threading.Lock()
 
     def create(
-        self, volume: Volume, *, expiry: int | None = None, save_as: str | None = None
+        self,
+        volume: Volume,
+        *,
+        expiry: int | None = None,
+        save_as: str | None = None,
+        dicom: Sequence[Any] = (),
     ) -> SessionInfo:
-        """Store ``volume`` as a new session; ``expiry`` 0 or None means the default.
+        """Store ``volume`` as a new session; ``expiry`` 0 or None means the default. ``dicom``:
+        the image's DICOM datasets when it came as DICOM, kept as headers only (no pixels) so
+        that results can be DICOM SEGs referencing the series.
 
         Raises:
             RequestError: a negative expiry or an unknown ``save_as`` format.
@@ -85,6 +96,7 @@ class SessionStore:
         staging.mkdir()
         try:
             save_volume(volume, staging / info.image)
+            _save_headers(dicom, staging / _DICOM)
             atomic_write_bytes(staging / _INFO, info.model_dump_json().encode())
             staging.rename(self.root / session_id)
         except BaseException:
@@ -140,6 +152,22 @@ class SessionStore:
             while len(self._cache) > 1 and self._cached_bytes() > self.cache_bytes:
                 self._cache.popitem(last=False)
         return volume
+
+    def dicom_headers(self, session_id: str) -> list[Any]:
+        """The DICOM headers of a session's image (empty when it did not come as DICOM).
+
+        Raises:
+            SessionExpired: unknown or expired (HTTP 440).
+        """
+        import pydicom
+
+        try:
+            self.info(session_id)
+        except SessionNotFound as exc:
+            raise SessionExpired(f"Session {_shown(session_id)} expired or unknown") from exc
+        folder = self.root / session_id / _DICOM
+        files = sorted(folder.glob("*.dcm")) if folder.is_dir() else []
+        return [pydicom.dcmread(path) for path in files]
 
     def _cached_bytes(self) -> int:
         return sum(volume.array.nbytes for _, volume in self._cache.values())
@@ -205,3 +233,16 @@ class SessionStore:
 def _shown(session_id: str) -> str:
     """A session id as echoed in a message: at most 64 characters of what the client sent."""
     return session_id if len(session_id) <= 64 else session_id[:61] + "..."
+
+
+def _save_headers(datasets: Sequence[Any], folder: Path) -> None:
+    """Write each dataset without its pixel data (what a SEG needs of its source)."""
+    if not datasets:
+        return
+    folder.mkdir()
+    for number, dataset in enumerate(datasets):
+        header = dataset.copy()
+        for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+            if keyword in header:
+                delattr(header, keyword)
+        header.save_as(folder / f"{number:05d}.dcm", enforce_file_format=True)
