@@ -133,7 +133,9 @@ class ApiError(CarinaError):
         ├── NotSupportedError       501: an optional feature this server does not offer
         └── ServerError             500: the server failed
             ├── ServerBusyError         503, with ``retry_after``
-            └── InferenceTimeoutError   504
+            ├── InferenceTimeoutError   504
+            └── UpstreamError           502: a server Carina relies on (a PACS) failed
+                └── UpstreamTimeoutError    504: it did not answer in time
 
     Other Carina errors a server meets (an unreadable image, a bad archive, unusable clicks) are
     answered with 400 as well; a client raises :class:`RequestError` for them, with ``kind``
@@ -264,3 +266,15 @@ class InferenceTimeoutError(ServerError):
 
 class CloudError(CarinaError):
     """An AWS call failed, or a stack did not reach the state asked for (the message says why)."""
+
+
+class UpstreamError(ServerError):
+    """A server Carina relies on (a PACS over DICOMweb) failed, refused or answered nonsense."""
+
+    http_status = 502
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """A server Carina relies on did not answer in time."""
+
+    http_status = 504
