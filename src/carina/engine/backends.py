@@ -35,29 +35,26 @@ _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 @functools.cache
+def _cpuinfo(field: str) -> str:
+    """The first ``field`` line's value in ``/proc/cpuinfo`` ("" where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        if line.startswith(field):
+            return line.partition(":")[2].strip()
+    return ""
+
+
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (``/proc/cpuinfo``; empty where it cannot be read)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.partition(":")[2].split())
-    return frozenset()
+    return frozenset(_cpuinfo("flags").split())
 
 
-@functools.cache
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), or ``"unknown"``."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    for line in text.splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return "unknown"
+    return _cpuinfo("model name") or "unknown"
 
 
 def native_bf16() -> bool:

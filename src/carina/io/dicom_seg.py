@@ -282,6 +282,7 @@ def _source_grid(images: list[Any]) -> tuple[list[Any], Any]:
 
 def _description(number: int, names: Sequence[str], algorithm: str) -> Any:
     import highdicom as hd
+    from pydicom.sr.codedict import codes
 
     name = names[number - 1] if number <= len(names) else f"label {number}"
     category, kind = segment_codes(name)
@@ -294,12 +295,6 @@ def _description(number: int, names: Sequence[str], algorithm: str) -> Any:
         algorithm_identification=hd.AlgorithmIdentificationSequence(
             name=algorithm[:64],
             version=__version__,
-            family=_family(),
+            family=codes.cid7162.ArtificialIntelligence,
         ),
     )
-
-
-def _family() -> Any:
-    from pydicom.sr.codedict import codes
-
-    return codes.cid7162.ArtificialIntelligence
