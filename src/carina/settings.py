@@ -183,6 +183,31 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS (browser viewers); none."
     )
     device: str | None = Field(default=None, description="cpu, cuda or cuda:N; default: auto.")
+
+    # The datastore.
+    datastore: str | None = Field(
+        default=None,
+        description="Where the datastore's images live: 'local' (WORKSPACE/datastore/) or "
+        "'dicomweb+https://host/dicom-web' (a PACS; labels stay on the workspace, saved ones are "
+        "also stored in the PACS as DICOM SEG). Unset: the workspace's choice "
+        "(`carina datastore source`), else local.",
+    )
+    dicomweb_user: str = Field(default="", description="User name for the PACS (basic auth).")
+    dicomweb_password: SecretStr | None = Field(
+        default=None, description="Password for the PACS (basic auth)."
+    )
+    dicomweb_token: SecretStr | None = Field(
+        default=None, description="Bearer token for the PACS (instead of a user and password)."
+    )
+    dicomweb_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds each request to the PACS may take."
+    )
+    dicomweb_cache_mib: int = Field(
+        default=8192,
+        gt=0,
+        description="Size of WORKSPACE/cache/dicomweb/, the series fetched from the PACS "
+        "(shared by replicas; least recently used go first).",
+    )
     grace_period: float = Field(
         default=30.0, ge=0, description="Seconds SIGTERM waits for in-flight requests."
     )

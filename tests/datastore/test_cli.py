@@ -50,3 +50,16 @@ def test_the_datastore_commands(tmp_path: Path, spine_export: Path) -> None:
         app, ["datastore", "label", "spine_ct_train", str(label), "--tag", "a/b", *workspace]
     )
     assert refused.exit_code != 0 and "label tag" in str(refused.exception)
+
+
+def test_the_workspace_chooses_its_datastore(tmp_path: Path) -> None:
+    workspace = ["--workspace", str(tmp_path / "ws")]
+    assert run("datastore", "source", *workspace).strip() == "local"
+    url = "dicomweb+https://pacs.example/dicom-web/"
+    assert "is dicomweb+https://pacs.example/dicom-web" in run(
+        "datastore", "source", url, *workspace
+    )
+    assert run("datastore", "source", *workspace).strip() == url.rstrip("/")
+    refused = runner.invoke(app, ["datastore", "source", "https://pacs/dicom-web", *workspace])
+    assert refused.exit_code != 0 and "dicomweb+https://" in str(refused.exception)
+    assert run("datastore", "source", "local", *workspace).strip().endswith("is local")

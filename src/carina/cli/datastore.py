@@ -27,6 +27,33 @@ def _store(workspace: Path) -> LocalDatastore:
     return open_datastore(workspace, max_bytes=Settings().max_image_bytes)
 
 
+@app.command("source")
+def source(
+    url: str | None = typer.Argument(
+        None, help="'local' or 'dicomweb+https://host/dicom-web' (a PACS); none: show it."
+    ),
+    workspace: Path = WORKSPACE,
+) -> None:
+    """Show or set where the workspace's images live: local, or a PACS over DICOMweb."""
+    from carina.datastore import datastore_source, set_datastore_source
+    from carina.settings import Settings
+
+    if url is None:
+        console.print(datastore_source(workspace, Settings()), highlight=False, markup=False)
+        return
+    chosen = set_datastore_source(workspace, url)
+    console.print(
+        f"the datastore of {workspace} is {chosen}", highlight=False, markup=False, soft_wrap=True
+    )
+    if chosen != "local":
+        err_console.print(
+            "sign in to the PACS with CARINA_DICOMWEB_USER and CARINA_DICOMWEB_PASSWORD, or "
+            "CARINA_DICOMWEB_TOKEN (never kept on the workspace)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 @app.command("import")
 def import_images(
     folder: Path = typer.Argument(..., help="Images (imagesTr/ or images/, or the folder itself)."),

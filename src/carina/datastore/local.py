@@ -59,6 +59,9 @@ class LocalDatastore:
         self.root = root
         self.max_bytes = max_bytes
 
+    def close(self) -> None:
+        """Release what the datastore holds open (nothing, for a folder)."""
+
     # -- images ----------------------------------------------------------------------------------
 
     def images(self) -> list[ImageRecord]:
@@ -86,6 +89,11 @@ class LocalDatastore:
         """The image's file (or its DICOM series folder), to read with ``load_volume``."""
         folder = self._folder(image_id)
         return folder / str(self._info(folder)["file"])
+
+    def pinned_image_path(self, image_id: str, folder: Path) -> Path:
+        """A path to the image that lasts as long as ``folder`` (a training job's): here the
+        stored file itself, which only a delete removes."""
+        return self.image_path(image_id)
 
     def volume(self, image_id: str) -> Volume:
         """The image, read and checked.
@@ -299,7 +307,9 @@ class LocalDatastore:
     def set_label_names(self, names: dict[int, str]) -> None:
         """Set the label names (value -> name; 0 is background and left out)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        document = {"labels": {str(v): n for v, n in sorted(names.items()) if v > 0}}
+        path = self.root / _SETTINGS
+        document = json.loads(path.read_text()) if path.is_file() else {}
+        document["labels"] = {str(v): n for v, n in sorted(names.items()) if v > 0}
         atomic_write_bytes(self.root / _SETTINGS, json.dumps(document, indent=2).encode())
 
     # -- inside ----------------------------------------------------------------------------------

@@ -180,6 +180,26 @@ def read_seg(path: str | Path, *, reference: Volume | None = None, dataset: Any 
     )
 
 
+def segmentation_of(path: str | Path) -> Any:
+    """The SEG dataset at ``path`` (parsed, pixels not decoded), or None when ``path`` is no
+    DICOM Segmentation (another DICOM object, or not DICOM at all)."""
+    import pydicom
+
+    try:
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # not DICOM, or too broken to be a SEG: the caller reads it another way
+        return None
+    return dataset if str(dataset.get("Modality", "")) == "SEG" else None
+
+
+def segment_names(dataset: Any) -> dict[int, str]:
+    """A SEG's segment numbers and labels (``SegmentLabel``)."""
+    return {
+        int(item.SegmentNumber): str(item.get("SegmentLabel", "") or f"label {item.SegmentNumber}")
+        for item in dataset.get("SegmentSequence", [])
+    }
+
+
 def _on_grid(volume: Any, grid: Any) -> Any:
     """``volume`` (a SEG's, covering only its non-empty frames) placed on the source grid."""
     import highdicom as hd

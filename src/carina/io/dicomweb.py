@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -65,12 +66,28 @@ class DicomwebClient:
     ) -> None:
         self.url = url.removeprefix("dicomweb+").rstrip("/")
         self.retries = retries
-        headers: dict[str, str] = {}
-        basic = (auth or DicomwebAuth()).apply(headers)
-        self._http = httpx.Client(headers=headers, auth=basic, timeout=timeout, transport=transport)
+        self._auth, self._timeout, self._transport = auth or DicomwebAuth(), timeout, transport
+        self._connection: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def _http(self) -> httpx.Client:
+        """The connection pool, opened on first use (and again after :meth:`close`)."""
+        with self._lock:
+            if self._connection is None:
+                headers: dict[str, str] = {}
+                basic = self._auth.apply(headers)
+                self._connection = httpx.Client(
+                    headers=headers, auth=basic, timeout=self._timeout, transport=self._transport
+                )
+            return self._connection
 
     def close(self) -> None:
-        self._http.close()
+        """Close the connections (a later request opens new ones)."""
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
     def __enter__(self) -> DicomwebClient:
         return self

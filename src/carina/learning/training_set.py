@@ -53,7 +53,7 @@ def write_training_set(store: LocalDatastore, folder: Path) -> Path:
         final = record.labels[FINAL]
         parts[str(record.split)].append(
             {
-                "image": str(store.image_path(record.id).resolve()),
+                "image": str(store.pinned_image_path(record.id, folder).resolve()),
                 "label": str(final.path.resolve()),
                 "id": record.id,
                 "label_version": final.version,

@@ -110,7 +110,7 @@ class Services:
             in_flight=InFlight(settings.max_client_requests),
             auth=Authenticator.from_settings(settings, workspace),
             audit=AuditLog(workspace),
-            store=open_datastore(workspace, max_bytes=settings.max_image_bytes),
+            store=open_datastore(workspace, max_bytes=settings.max_image_bytes, settings=settings),
         )
 
     def start(self) -> None:
@@ -125,6 +125,7 @@ class Services:
         self.stop_scoring()
         self.runner.shutdown()
         self.io.shutdown()
+        self.store.close()
 
     def start_scoring(self, model_root: Path) -> dict[str, object]:
         """Score the unlabelled images with ``model_root`` in the background (once per model

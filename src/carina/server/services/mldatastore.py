@@ -155,18 +155,33 @@ def label_volume(
             )
         label = image.with_array(data.reshape(image.shape, order="F"))
     else:
-        suffix = known_suffix(upload.filename) or ".nii.gz"
-        named = upload.path.with_name(f"{upload.path.name}-label{suffix}")
-        upload.path.replace(named)
-        try:
-            label = load_volume(named, max_bytes=max_bytes)
-        except ImageReadError as exc:
-            raise DatastoreError(
-                f"image {image_id[:64]!r}: the label cannot be read: {exc.reason}"
-            ) from exc
+        label, named_segments = _uploaded_label(image_id, image, upload, max_bytes)
+        params = {"label_info": named_segments, **params}
     return remap_by_name(
         image_id, label, params.get("label_info"), adopted_names(store, params.get("label_info"))
     )
+
+
+def _uploaded_label(
+    image_id: str, image: Volume, upload: Upload, max_bytes: int
+) -> tuple[Volume, list[dict[str, Any]] | None]:
+    """An uploaded label file and, for a DICOM SEG (what OHIF saves), its segments' names: the
+    SEG is read on the image's grid (it may hold only the frames its segments touch)."""
+    from carina.io.dicom_seg import read_seg, segment_names, segmentation_of
+
+    suffix = known_suffix(upload.filename) or ".nii.gz"
+    named = upload.path.with_name(f"{upload.path.name}-label{suffix}")
+    upload.path.replace(named)
+    try:
+        seg = segmentation_of(named)
+        if seg is None:
+            return load_volume(named, max_bytes=max_bytes), None
+        segments = [{"name": n, "idx": v} for v, n in segment_names(seg).items()]
+        return read_seg(named, reference=image), segments
+    except ImageReadError as exc:
+        raise DatastoreError(
+            f"image {image_id[:64]!r}: the label cannot be read: {exc.reason}"
+        ) from exc
 
 
 def adopted_names(store: LocalDatastore, label_info: Any) -> dict[int, str]:
