@@ -22,7 +22,7 @@ ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "explanation" / "a
 LAYERS = {
     "__init__": 0, "errors": 0, "settings": 0, "schemas": 0, "environment": 0,
     "files": 1, "limits": 1, "client": 1, "auth": 1, "audit": 1,
-    "io": 2, "data": 2, "archive": 2,
+    "io": 2, "data": 2, "archive": 2, "deid": 2,
     "engine": 3, "interactive": 3,
     "kinds": 4, "zoo": 4, "datastore": 4, "learning": 4,
     "server": 5, "fl": 5, "automl": 5, "cloud": 5,

@@ -74,6 +74,13 @@ class ConfigError(CarinaError):
         super().__init__(f"{where}: {reason}")
 
 
+class DeidentificationError(CarinaError):
+    """De-identification cannot start or cannot write: a key file that others can read or that
+    is too short, an attribute to keep that DICOM does not know, a safe-private list that is
+    wrong, an output folder inside an input. The message says what to fix; it never quotes a
+    value from a DICOM file."""
+
+
 class ArchiveError(CarinaError):
     """A model archive is missing a part, holds an unsafe entry or cannot be packed or unpacked."""
 

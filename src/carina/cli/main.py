@@ -17,6 +17,7 @@ from carina.cli import aws as aws_commands
 from carina.cli import client as client_commands
 from carina.cli import data as data_commands
 from carina.cli import datastore as datastore_commands
+from carina.cli import deid as deid_commands
 from carina.cli import engine as engine_commands
 from carina.cli import fl as fl_commands
 from carina.cli import images as image_commands
@@ -37,6 +38,7 @@ app = typer.Typer(
 )
 app.command("info")(info_commands.info)
 app.command("convert")(image_commands.convert)
+app.command("deid")(deid_commands.deid)
 app.add_typer(data_commands.app, name="data")
 app.add_typer(datastore_commands.app, name="datastore")
 app.add_typer(archive_commands.app, name="archive")
