@@ -81,6 +81,24 @@ class DeidentificationError(CarinaError):
     value from a DICOM file."""
 
 
+class IdentifiedDataError(CarinaError):
+    """Data that may identify a patient, refused by the PHI guard (HTTP 422). The message names
+    the attributes and why, never their values, and how to fix it.
+
+    Attributes:
+        tags: the attributes found (keywords, ``file name``, ``image id``, ``header KEY``).
+    """
+
+    def __init__(self, what: str, findings: list[tuple[str, str]]) -> None:
+        self.tags = sorted({tag for tag, _ in findings})
+        listed = "; ".join(f"{tag}: {reason}" for tag, reason in findings[:12])
+        more = f" (and {len(findings) - 12} more)" if len(findings) > 12 else ""
+        super().__init__(
+            f"{what} may identify a patient: {listed}{more}. De-identify it first (`carina deid "
+            "INPUT -o OUT`), or ask the server's operator (CARINA_PHI_GUARD, CARINA_PHI_ALLOW)"
+        )
+
+
 class ArchiveError(CarinaError):
     """A model archive is missing a part, holds an unsafe entry or cannot be packed or unpacked."""
 

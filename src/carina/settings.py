@@ -184,6 +184,24 @@ class Settings(BaseSettings):
     )
     device: str | None = Field(default=None, description="cpu, cuda or cuda:N; default: auto.")
 
+    # The PHI guard.
+    phi_guard: Literal["enforce", "deid-on-ingest", "warn", "off"] = Field(
+        default="enforce",
+        description="What the server does with an upload (or a series fetched from a PACS) that "
+        "may identify a patient: refuse it with 422 naming the attributes (enforce), keep only "
+        "a de-identified copy (deid-on-ingest), take it and audit it (warn), or nothing (off).",
+    )
+    phi_allow: list[str] = Field(
+        default_factory=list,
+        description="Attributes the guard accepts (DICOM keywords such as PatientSex, 'file name', "
+        "'image id'): a JSON list.",
+    )
+    deid_key_file: Path | None = Field(
+        default=None,
+        description="The de-identification key deid-on-ingest uses (made with mode 0600 when "
+        "missing); default WORKSPACE/secrets/deid.key.",
+    )
+
     # The datastore.
     datastore: str | None = Field(
         default=None,

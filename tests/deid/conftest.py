@@ -52,6 +52,9 @@ def phi_series(tmp_path_factory: pytest.TempPathFactory, ct_slices: Volume) -> P
 
 def plant(ds: Dataset, reference: str | None) -> None:
     """Patient data in ``ds``; a reference to the first slice when ``reference`` is given."""
+    for marked in ("PatientIdentityRemoved", "DeidentificationMethod"):  # no longer true
+        if marked in ds:
+            delattr(ds, marked)
     ds.PatientName, ds.PatientID, ds.IssuerOfPatientID = "DOE^JOHN", "MRN12345", "HOSP-A"
     ds.OtherPatientIDsSequence = Sequence([_item(PatientID="998877", IssuerOfPatientID="X")])
     ds.AccessionNumber, ds.StudyID = "ACC778899", "S4711"

@@ -262,3 +262,27 @@ def test_monai_label_client_on_a_pacs_datastore(
     assert out["save"]["image"] == uid and out["tags"] == ["final"]
     labels = read_seg(Path(out["result"]), reference=load_volume(folder)).array
     check_stored_seg(orthanc, folder, labels, tmp_path, out["stored_seg"]["series"])
+
+
+def test_an_identified_series_from_the_pacs_never_enters_the_cache(
+    client: TestClient, pacs: tuple[Orthanc, Path], workspace: Path, tmp_path: Path
+) -> None:
+    orthanc, _ = pacs
+    folder = tmp_path / "identified"
+    folder.mkdir()
+    write_dicom_series(load_volume(locate_sample("spine_ct_image")), folder)
+    for path in folder.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.PatientName, ds.PatientID = "Doe^Jane", "88765432"
+        del ds.PatientIdentityRemoved
+        ds.save_as(path)
+    with DicomwebClient(orthanc.url, auth=DicomwebAuth(USER, PASSWORD)) as pacs_client:
+        pacs_client.store(sorted(folder.iterdir()))
+    answer = client.post(f"/infer/{MODEL}?image={series_uid(folder)}&output=json")
+    assert answer.status_code == 422, answer.text
+    assert "PatientName" in answer.text and "Doe" not in answer.text
+    assert "CARINA_PHI_GUARD=warn" in answer.text
+    cache = workspace / "cache" / "dicomweb"
+    assert (
+        not [p for p in cache.iterdir() if not p.name.startswith(".")] if cache.is_dir() else True
+    )

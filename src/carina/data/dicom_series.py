@@ -62,8 +62,10 @@ def write_dicom_series(
         "SeriesInstanceUID": series_uid or generate_uid(),
         "FrameOfReferenceUID": generate_uid(),
         "SeriesDescription": description,
-        "PatientName": "Anonymous",
-        "PatientID": "carina-test",
+        "PatientName": "",  # the shipped data is public and de-identified: the series says so
+        "PatientID": "PAT-CARINASAMPLE",
+        "PatientIdentityRemoved": "YES",
+        "DeidentificationMethod": "Carina sample series made from shipped de-identified data",
         "RescaleIntercept": str(rescale_intercept),
         "RescaleSlope": "1",
     }

@@ -61,9 +61,12 @@ def open_datastore(
         password=password.get_secret_value() if password else "",
         token=token.get_secret_value() if token else "",
     )
+    from carina.deid.guard import PhiGuard
+
     return DicomwebDatastore(
         root,
         client=DicomwebClient(source, auth=auth, timeout=settings.dicomweb_timeout),
+        guard=PhiGuard.from_settings(settings, Path(workspace)),
         cache=Path(workspace) / "cache" / "dicomweb",
         cache_bytes=settings.dicomweb_cache_mib << 20,
         max_bytes=max_bytes,

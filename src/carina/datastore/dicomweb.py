@@ -37,6 +37,7 @@ from carina.files import atomic_write_bytes, owned_folder, owner_tag, sweep_stal
 from carina.io import Volume
 
 if TYPE_CHECKING:
+    from carina.deid.guard import PhiGuard
     from carina.io.dicomweb import DicomwebClient
 
 #: Modalities of series that are not images to segment (results, reports, plans, ...).
@@ -70,6 +71,7 @@ class DicomwebDatastore(LocalDatastore):
         cache: ``WORKSPACE/cache/dicomweb`` (fetched series, shared by replicas).
         cache_bytes: the most the cache keeps.
         max_bytes: the largest decoded image accepted.
+        guard: the PHI guard a fetched series passes before it enters the cache.
     """
 
     def __init__(
@@ -80,9 +82,11 @@ class DicomwebDatastore(LocalDatastore):
         cache: Path,
         cache_bytes: int,
         max_bytes: int,
+        guard: PhiGuard | None = None,
     ) -> None:
         super().__init__(root, max_bytes=max_bytes)
         self.client = client
+        self.guard = guard
         self.cache = cache
         self.cache_bytes = cache_bytes
         self._listing: tuple[float, list[Series]] = (0.0, [])
@@ -301,6 +305,8 @@ class DicomwebDatastore(LocalDatastore):
                 )
             for number, data in enumerate(files):
                 (staging / f"{number:05d}.dcm").write_bytes(data)
+            if self.guard is not None:
+                self.guard.check_series(staging)  # refused: never in the cache
             try:
                 staging.rename(target)
             except OSError:

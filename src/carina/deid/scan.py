@@ -45,6 +45,8 @@ _CONTACT = {
 }  # fmt: skip
 _SITE = {"InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
          "DeviceSerialNumber"}  # fmt: skip
+#: A serial number that says nothing (what derived objects such as Carina's SEGs carry: "0").
+_PLACEHOLDER = re.compile(r"\s*0*\s*")
 _META = {
     "SourceApplicationEntityTitle", "SendingApplicationEntityTitle",
     "ReceivingApplicationEntityTitle", "SourcePresentationAddress", "SendingPresentationAddress",
@@ -201,7 +203,9 @@ class _Scanner:
             yield Finding(label, "an identifier that is not a pseudonym")
         elif keyword in _CONTACT:
             yield Finding(label, "an address or telephone number")
-        elif keyword in _SITE and not all(self.is_pseudonym(v) for v in values):
+        elif keyword in _SITE and not all(
+            self.is_pseudonym(v) or _PLACEHOLDER.fullmatch(str(v)) for v in values
+        ):
             yield Finding(label, "names the institution or the device")
         elif keyword == "PatientAge":
             match = _AGE.fullmatch(str(values[0]).strip())

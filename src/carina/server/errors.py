@@ -24,6 +24,7 @@ from carina.errors import (
     DatastoreError,
     FileError,
     GuidanceError,
+    IdentifiedDataError,
     ModelRunError,
     ServerBusyError,
     TooManyRequestsError,
@@ -46,6 +47,7 @@ STATUS: list[tuple[type[CarinaError], int]] = [
     (UnsafeZipError, 400),
     (DatasetError, 400),
     (DatastoreError, 422),
+    (IdentifiedDataError, 422),
     (ModelRunError, 422),
     (WorkCancelledError, 503),
 ]
@@ -69,6 +71,8 @@ def install_error_handlers(app: FastAPI) -> None:
             headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after or 1)))
         if status == 500:
             log.error("unhandled domain error", extra=_context(request), exc_info=exc)
+        if isinstance(exc, IdentifiedDataError):
+            await _audit_refusal(request, exc)
         return error_response(status, str(exc), type(exc).__name__, headers=headers)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
@@ -126,3 +130,12 @@ def _context(request: Request) -> dict[str, str]:
         "route": getattr(route, "path", "") if route else "",
         "method": request.method,
     }
+
+
+async def _audit_refusal(request: Request, exc: IdentifiedDataError) -> None:
+    """A PHI guard refusal in the audit log: who, and the attributes' names (never values)."""
+    from carina.server.routing import audit
+
+    services = getattr(request.app.state, "services", None)
+    if services is not None:
+        await audit(request, services, "phi_refused", None, tags=exc.tags)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import shutil
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +25,8 @@ from starlette.background import BackgroundTask
 from starlette.routing import Route
 
 from carina.audit import opaque
+from carina.errors import ForbiddenError
+from carina.server.services.inference import Upload
 from carina.server.services.runner import InferenceRunner
 from carina.server.state import Services
 
@@ -129,6 +132,40 @@ async def audit(
             detail=detail or None,
         )
     )
+
+
+#: The header with which an admin lets one request's data past the PHI guard (its value: why).
+PHI_OVERRIDE = "X-Carina-PHI-Override"
+
+
+async def guard_uploads(
+    request: Request, services: Services, uploads: Sequence[Upload], *, image_id: str | None = None
+) -> None:
+    """Run the PHI guard on a request's files before anything reads them (see
+    :class:`carina.deid.guard.PhiGuard`); warnings and de-identifications are audited. An admin
+    may let one request through with the :data:`PHI_OVERRIDE` header and a reason (audited).
+
+    Raises:
+        IdentifiedDataError: the guard refused the data (422).
+        ForbiddenError: the override header from someone who is not an admin, or no reason.
+    """
+    if not uploads and image_id is None:
+        return
+    guard, reason = services.phi, request.headers.get(PHI_OVERRIDE)
+    if reason is not None:
+        from carina.auth import Role
+
+        who = getattr(request.state, "principal", None)
+        if who is None or not who.has(Role.ADMIN) or not reason.strip():
+            raise ForbiddenError(f"{PHI_OVERRIDE} is an admin's, with a reason")
+        guard = dataclasses.replace(guard, mode="warn")
+    outcome = await in_pool(
+        request, services, lambda: guard.check_files(uploads, image_id=image_id), pool=services.io
+    )
+    if outcome.action != "passed":
+        action = "phi_override" if reason is not None else f"phi_{outcome.action}"
+        detail = {"reason": reason.strip()[:200]} if reason is not None else {}
+        await audit(request, services, action, None, tags=outcome.tags, **detail)
 
 
 def image_target(image_id: str) -> str:

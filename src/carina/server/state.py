@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 from carina.audit import AuditLog
 from carina.auth import OPEN, Authenticator, Principal, Role
 from carina.datastore import LocalDatastore, open_datastore
+from carina.deid.guard import PhiGuard
 from carina.errors import AuthError, ForbiddenError
 from carina.files import owned_folder, sweep_stale
 from carina.kinds import KINDS, Kinds
@@ -60,6 +61,7 @@ class Services:
     auth: Authenticator
     audit: AuditLog
     store: LocalDatastore
+    phi: PhiGuard
     scorer: BackgroundScorer | None = None
 
     @classmethod
@@ -111,6 +113,7 @@ class Services:
             auth=Authenticator.from_settings(settings, workspace),
             audit=AuditLog(workspace),
             store=open_datastore(workspace, max_bytes=settings.max_image_bytes, settings=settings),
+            phi=PhiGuard.from_settings(settings, workspace),
         )
 
     def start(self) -> None:

@@ -33,6 +33,7 @@ from carina.server.routing import (
     audit,
     download,
     download_scratch,
+    guard_uploads,
     image_target,
     in_pool,
     request_scratch,
@@ -84,6 +85,7 @@ async def datastore(
 async def _add_image(request: Request, services: Services, image: str | None, who: Any) -> Response:
     async with request_scratch(services.scratch) as scratch:
         params, uploads = await read_form(request, scratch)
+        await guard_uploads(request, services, uploads, image_id=image)
         files = [u for u in uploads if u.field == "file"] or uploads
         if len(files) != 1:
             raise RequestError("send exactly one image file as the 'file' part")
@@ -219,6 +221,7 @@ async def put_label(
     tag = tag or FINAL
     async with request_scratch(services.scratch) as scratch:
         params, uploads = await read_form(request, scratch)
+        await guard_uploads(request, services, uploads)
         labels = [u for u in uploads if u.field == "label"] or uploads
         if len(labels) != 1:
             raise RequestError("send exactly one label file as the 'label' part")

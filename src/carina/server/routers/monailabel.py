@@ -34,6 +34,7 @@ from carina.server.openapi_ml import (
 )
 from carina.server.routing import (
     audit,
+    guard_uploads,
     image_target,
     in_pool,
     request_scratch,
@@ -147,6 +148,7 @@ async def infer(
         raise RequestError(f"output must be all, image, json or dicom_seg, not {output[:32]!r}")
     async with request_scratch(services.scratch) as scratch:
         params, uploads = await read_form(request, scratch)
+        await guard_uploads(request, services, uploads)
         if output == "dicom_seg":  # the result as a DICOM SEG of the (DICOM) image
             params = {**params, "result_extension": ".dcm"}
         images = monailabel.image_uploads(uploads)

@@ -12,7 +12,7 @@ from carina.server.openapi import (
     SESSION_INFO,
     TAG_API,
 )
-from carina.server.routing import in_pool, request_scratch
+from carina.server.routing import guard_uploads, in_pool, request_scratch
 from carina.server.services import aiaa
 from carina.server.services.params import as_bool
 from carina.server.state import ServicesDep
@@ -38,6 +38,7 @@ async def create_session(
 ) -> Response:
     async with request_scratch(services.scratch) as scratch:
         params, uploads = await read_form(request, scratch)
+        await guard_uploads(request, services, uploads)
         source = services.image_source(None, uploads, scratch)
         info = await in_pool(
             request,

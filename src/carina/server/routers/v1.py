@@ -15,7 +15,7 @@ from carina.server.openapi import (
     POLYGON_BODY,
     TAG_API,
 )
-from carina.server.routing import in_pool, request_scratch
+from carina.server.routing import guard_uploads, in_pool, request_scratch
 from carina.server.services import aiaa, polygons
 from carina.server.state import Services, ServicesDep
 from carina.server.wire import (
@@ -107,6 +107,7 @@ async def run_inference(
     """Read the request, run the model in the worker pool, encode the AIAA answer."""
     async with request_scratch(services.scratch) as scratch:
         params, uploads = await read_form(request, scratch)
+        await guard_uploads(request, services, uploads)
         source = services.image_source(session_id, uploads, scratch)
         registry, sessions = services.registry, services.sessions
 
@@ -143,6 +144,7 @@ async def run_inference(
 async def post_mask2polygon(request: Request, services: ServicesDep) -> Response:
     async with request_scratch(services.scratch) as scratch:
         params, uploads = await read_form(request, scratch)
+        await guard_uploads(request, services, uploads)
         source = services.image_source(None, uploads, scratch)
         found = await in_pool(
             request, services, lambda: polygons.mask_to_polygons(source, params), pool=services.io
@@ -162,6 +164,7 @@ async def post_mask2polygon(request: Request, services: ServicesDep) -> Response
 async def post_fixpolygon(request: Request, services: ServicesDep) -> Response:
     async with request_scratch(services.scratch) as scratch:
         params, uploads = await read_form(request, scratch)
+        await guard_uploads(request, services, uploads)
         source = services.image_source(None, uploads, scratch)
         poly, data, name = await in_pool(
             request, services, lambda: polygons.fix_polygon(source, params), pool=services.io
