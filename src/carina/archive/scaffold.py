@@ -1,4 +1,5 @@
-"""``carina archive new``: a working archive from a template, trained on shipped datasets.
+"""``carina archive new``: a working archive from a template, trained on shipped datasets or on
+one's own folder (a ``dataset.json`` from ``carina dataset init``).
 
 Templates: ``segmentation`` (one dataset's labels), ``deepgrow`` (3D or 2D clicks, every labelled
 structure of the given datasets) and ``annotation`` (DExtr3D extreme points, likewise).
@@ -59,7 +60,12 @@ def scaffold_archive(
     names = [dataset] if isinstance(dataset, str) else list(dataset)
     if dimensions == 2 and model_type != ModelType.DEEPGROW:
         raise ConfigError("--dimensions", "2", "only DeepGrow has a 2D template")
-    train, serving, what = _template(model_type, names, labels, dimensions)
+    folder = _dataset_folder(names)
+    if folder is not None:
+        train, serving, what = _own_segmentation(model_type, folder, labels, target)
+        names = [folder.name]
+    else:
+        train, serving, what = _template(model_type, names, labels, dimensions)
     files = {
         "config/environment.json": {"DATASET": names[0] if len(names) == 1 else names},
         "config/config_train.json": train,
@@ -72,14 +78,75 @@ def scaffold_archive(
         path = target / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(content, indent=2) + "\n")
+    _write_readme(target, what, folder, names)
+    return target
+
+
+def _write_readme(target: Path, what: str, folder: Path | None, names: list[str]) -> None:
+    """``docs/README.md``: what the model does, what it trains on, how to train it."""
     (target / "docs").mkdir()
+    trained_on = (
+        f"the dataset `{folder}` (its dataset.json: training and validation cases)"
+        if folder is not None
+        else f"the shipped dataset(s) {', '.join(f'`{n}`' for n in names)} (one subject each: "
+        "validation uses the held-out half)"
+    )
     (target / "docs" / "README.md").write_text(
-        f"# {target.name}\n\n{what[0].upper()}{what[1:]}, trained on the shipped dataset(s) "
-        f"{', '.join(f'`{n}`' for n in names)} (one subject each: validation uses the held-out "
-        f"half).\n\n    carina train {target.name}\n    carina validate {target.name}\n\n"
+        f"# {target.name}\n\n{what[0].upper()}{what[1:]}, trained on {trained_on}.\n\n"
+        f"    carina train {target.name}\n    carina validate {target.name}\n\n"
         "For research use, not for diagnosis.\n"
     )
-    return target
+
+
+def _dataset_folder(names: list[str]) -> Path | None:
+    """The folder (or ``dataset.json``) of one's own data ``--dataset`` names, or None for
+    shipped dataset names.
+
+    Raises:
+        ConfigError: a folder without ``dataset.json`` (``carina dataset init`` writes one).
+    """
+    if len(names) != 1 or not ("/" in names[0] or Path(names[0]).exists()):
+        return None
+    path = Path(names[0])
+    folder = path.parent if path.name == "dataset.json" else path
+    if not (folder / "dataset.json").is_file():
+        raise ConfigError(
+            "--dataset", names[0], "no dataset.json there: run `carina dataset init` on it first"
+        )
+    return folder
+
+
+def _own_segmentation(
+    model_type: ModelType, folder: Path, labels: list[str] | None, target: Path
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """A segmentation template on one's own dataset: its labels and modality from its
+    ``dataset.json``, recorded as the archive's datalist (relative to the archive when the
+    dataset was given relative).
+
+    Raises:
+        ConfigError: another task, or labels that are not the dataset's.
+    """
+    import os
+
+    if model_type != ModelType.SEGMENTATION:
+        raise ConfigError(
+            "--task", model_type.value, "a folder of one's own data trains segmentation archives"
+        )
+    document = json.loads((folder / "dataset.json").read_text())
+    listed = document.get("labels") or {}
+    names = [str(n) for v, n in sorted((int(k), n) for k, n in listed.items()) if v > 0]
+    if labels and labels != names:
+        raise ConfigError("--labels", ",".join(labels), f"the dataset's labels are {names}")
+    if not names:
+        raise ConfigError(
+            "dataset.json", "labels", "names no label: run `carina dataset init --labels ...`"
+        )
+    modality = str((document.get("modality") or {}).get("0", "MR"))
+    train, serving = _segmentation(folder.name, modality, names)
+    datalist = folder / "dataset.json"
+    relative = os.path.relpath(datalist.resolve(), target.resolve())
+    train["dataset"] = {"datalist": relative if not folder.is_absolute() else str(datalist)}
+    return train, serving, f"{', '.join(names)} in {modality}"
 
 
 def _template(

@@ -22,7 +22,10 @@ def new(
     ),
     labels: str = typer.Option("", "--labels", help="Comma-separated label names (segmentation)."),
     dataset: str = typer.Option(
-        "spine_ct", "--dataset", help="Shipped dataset(s) to train on, comma-separated."
+        "spine_ct",
+        "--dataset",
+        help="Shipped dataset(s) to train on, comma-separated, or the folder of your own "
+        "(its dataset.json from `carina dataset init`), recorded in the archive.",
     ),
     dimensions: int = typer.Option(3, "--dimensions", help="3, or 2 for a 2D DeepGrow model."),
 ) -> None:

@@ -16,6 +16,7 @@ from carina.cli import automl as automl_commands
 from carina.cli import aws as aws_commands
 from carina.cli import client as client_commands
 from carina.cli import data as data_commands
+from carina.cli import dataset as dataset_commands
 from carina.cli import datastore as datastore_commands
 from carina.cli import deid as deid_commands
 from carina.cli import engine as engine_commands
@@ -40,6 +41,7 @@ app.command("info")(info_commands.info)
 app.command("convert")(image_commands.convert)
 app.command("deid")(deid_commands.deid)
 app.add_typer(data_commands.app, name="data")
+app.add_typer(dataset_commands.app, name="dataset")
 app.add_typer(datastore_commands.app, name="datastore")
 app.add_typer(archive_commands.app, name="archive")
 app.add_typer(zoo_commands.app, name="zoo")

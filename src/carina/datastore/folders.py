@@ -15,15 +15,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from carina.data.folders import IMAGE_FOLDERS, LABEL_FOLDERS, image_sources, matching_label
 from carina.datastore.local import LocalDatastore
 from carina.datastore.records import FINAL, SPLITS
 from carina.errors import DatastoreError
 from carina.files import atomic_write_bytes
 from carina.io import load_volume, save_volume
-from carina.io.formats import READ_SUFFIXES, suffix_of
-
-_IMAGE_FOLDERS = ("imagesTr", "images")
-_LABEL_FOLDERS = ("labelsTr", "labels")
 
 
 @dataclass
@@ -51,11 +48,11 @@ def import_folder(
         DatastoreError: ``folder`` holds no image.
     """
     report = progress or (lambda _message: None)
-    images_dir = next((folder / n for n in _IMAGE_FOLDERS if (folder / n).is_dir()), folder)
-    labels_dir = next((folder / n for n in _LABEL_FOLDERS if (folder / n).is_dir()), None)
+    images_dir = next((folder / n for n in IMAGE_FOLDERS if (folder / n).is_dir()), folder)
+    labels_dir = next((folder / n for n in LABEL_FOLDERS if (folder / n).is_dir()), None)
     _adopt_label_names(store, folder / "dataset.json")
     splits = _listed_splits(folder / "dataset.json")
-    sources = _image_sources(images_dir)
+    sources = image_sources(images_dir)
     if not sources:
         raise DatastoreError(f"{folder.name}: no image found (NIfTI, NRRD, MHA or DICOM)")
     done = ImportReport()
@@ -69,7 +66,7 @@ def import_folder(
         done.images.append(record.id)
         if source.name in splits:
             store.set_split(record.id, splits[source.name])
-        label = _matching_label(labels_dir, source) if labels_dir else None
+        label = matching_label(labels_dir, source) if labels_dir else None
         if label is not None:
             try:
                 store.save_label(record.id, label, tag=FINAL, saved_by="import")
@@ -120,31 +117,6 @@ def export_final_labels(store: LocalDatastore, folder: Path) -> Path:
     manifest = folder / "dataset.json"
     atomic_write_bytes(manifest, (json.dumps(document, indent=2) + "\n").encode())
     return manifest
-
-
-def _image_sources(folder: Path) -> list[Path]:
-    """Image files and DICOM series folders directly in ``folder``, by name."""
-    found = []
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith(".") or entry.name in (*_LABEL_FOLDERS, *_IMAGE_FOLDERS):
-            continue
-        series = entry.is_dir() and any(p.is_file() for p in entry.rglob("*"))
-        if series or (entry.is_file() and suffix_of(entry) in READ_SUFFIXES):
-            found.append(entry)
-    return found
-
-
-def _matching_label(labels: Path, image: Path) -> Path | None:
-    """The label of ``image`` in ``labels``: the same name, or the same stem with any suffix
-    (nnU-Net's ``_0000`` channel suffix dropped)."""
-    if (labels / image.name).exists():
-        return labels / image.name
-    stem = image.name[: -len(suffix_of(image))] if suffix_of(image) else image.name
-    for candidate in (stem, stem.removesuffix("_0000")):
-        for suffix in READ_SUFFIXES:
-            if (labels / f"{candidate}{suffix}").exists():
-                return labels / f"{candidate}{suffix}"
-    return None
 
 
 def _listed_splits(manifest: Path) -> dict[str, str]:

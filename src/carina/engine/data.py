@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from carina.archive import Archive
 from carina.archive.schema import DatasetSettings, read_json
+from carina.data.folders import SplitRule, split_cases
 from carina.errors import ConfigError
 
 
@@ -30,6 +33,7 @@ class CaseLists:
     labels: dict[int, str] | None
     name: str | None
     structures: list[str]
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 def resolve_cases(
@@ -39,6 +43,7 @@ def resolve_cases(
     override: Path | None = None,
     data_dir: Path,
     structures: bool = False,
+    trained: bool = False,
 ) -> CaseLists:
     """Find the datalist and check that every file it names exists.
 
@@ -46,7 +51,9 @@ def resolve_cases(
     archive's ``dataset.datalist`` (relative to the archive), then the shipped dataset
     ``dataset.name`` (exported under ``data_dir`` on first use; a list of names merges them).
     With ``structures``, every case is repeated once per labelled structure (see
-    :func:`per_structure`).
+    :func:`per_structure`). With ``trained`` (validation), the dataset the weights were trained on
+    with ``--dataset`` comes before the archive's (:func:`record_trained_on`). A datalist without
+    validation cases is split by its stated rule (or the default one), with a note.
 
     Raises:
         ConfigError: no dataset given, a missing datalist or case file, or an empty key.
@@ -69,18 +76,40 @@ def resolve_cases(
             name="+".join(settings.name),
             structures=[s for part in parts for s in part.structures],
         )
+    if override is None and trained:
+        override = trained_datalist(archive)
+        notes = [f"the weights were trained on {override}: using it"] if override else []
+    else:
+        notes = []
     datalist, root = _datalist(archive, settings, override=override, data_dir=data_dir)
     document = read_json(datalist)
-    train = _cases(document, settings.train_key, datalist, root)
-    val = _cases(document, settings.val_key, datalist, root)
+    train, val = _parts(document, settings, datalist, root, notes)
     labels = document.get("labels") if isinstance(document, dict) else None
     names = {int(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) else None
     name = document.get("name") if isinstance(document, dict) else None
     listed = [
         f"{name or datalist.parent.name}:{v}" for k, v in sorted((names or {}).items()) if k > 0
     ]
-    cases = CaseLists(datalist, train, val, names, name, listed)
+    cases = CaseLists(datalist, train, val, names, name, listed, notes)
     return per_structure(cases) if structures else cases
+
+
+def _parts(
+    document: Any, settings: DatasetSettings, datalist: Path, root: Path, notes: list[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The training and validation cases; a datalist without validation cases is split by its
+    stated rule (or the default one), with a note."""
+    train = _cases(document, settings.train_key, datalist, root)
+    if isinstance(document, dict) and document.get(settings.val_key):
+        return train, _cases(document, settings.val_key, datalist, root)
+    rule = _split_rule(document if isinstance(document, dict) else {}, datalist)
+    train, val = split_cases(train, rule)
+    notes.append(
+        f"{datalist.name} lists no {settings.val_key!r} cases: {len(val)} of the "
+        f"{settings.train_key!r} ones validate (seed {rule.seed}, fraction "
+        f"{rule.validation}; `carina dataset init` writes the split into the file)"
+    )
+    return train, val
 
 
 def _datalist(
@@ -100,7 +129,8 @@ def _datalist(
         datalist = Path(settings.datalist)
         datalist = datalist if datalist.is_absolute() else archive.layout.root / datalist
         root = Path(settings.root) if settings.root else datalist.parent
-        root = root if root.is_absolute() else archive.layout.root / root
+        if settings.root and not root.is_absolute():
+            root = archive.layout.root / root
     elif isinstance(settings.name, str) and settings.name:
         datalist = ensure_dataset(settings.name, data_dir / settings.name)
         root = datalist.parent
@@ -113,6 +143,47 @@ def _datalist(
     if not datalist.is_file():
         raise ConfigError(datalist.name, "", f"the datalist {datalist} does not exist")
     return datalist, root
+
+
+#: Where training records the datalist it was given with ``--dataset`` (``models/``).
+TRAINED_ON = "trained_on.json"
+
+
+def record_trained_on(archive: Archive, dataset: Path | None) -> None:
+    """Remember the ``--dataset`` the weights were trained on (so that a plain ``validate``
+    scores on it), or forget it when they were trained on the archive's own."""
+    path = archive.layout.root / "models" / TRAINED_ON
+    if dataset is None:
+        path.unlink(missing_ok=True)
+        return
+    datalist = dataset / "dataset.json" if dataset.is_dir() else dataset
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"datalist": str(datalist.resolve())}, indent=2) + "\n")
+
+
+def trained_datalist(archive: Archive) -> Path | None:
+    """The datalist recorded by :func:`record_trained_on`, when it still exists."""
+    path = archive.layout.root / "models" / TRAINED_ON
+    try:
+        recorded = Path(json.loads(path.read_text())["datalist"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return recorded if recorded.is_file() else None
+
+
+def _split_rule(document: dict[str, Any], datalist: Path) -> SplitRule:
+    """The split a ``dataset.json`` states (``split``), else the default one."""
+    stated = document.get("split")
+    if not isinstance(stated, dict):
+        return SplitRule()
+    try:
+        return SplitRule(
+            validation=float(stated.get("validation_fraction", 0.2)),
+            seed=int(stated.get("seed", 0)),
+            group=stated.get("group_by") or None,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(datalist.name, "split", f"not a split rule ({exc})") from exc
 
 
 def _cases(document: Any, key: str, datalist: Path, root: Path) -> list[dict[str, Any]]:

@@ -137,7 +137,12 @@ def validate_archive(
     settings = archive.train_config().settings
     split = archive.validation_config().split or settings.dataset.val_key
     dataset_settings = settings.dataset.model_copy(update={"val_key": split})
-    cases = resolve_cases(archive, dataset_settings, override=dataset, data_dir=data_dir)
+    cases = resolve_cases(
+        archive, dataset_settings, override=dataset, data_dir=data_dir, trained=True
+    )
+    for note in cases.notes:
+        if progress is not None:
+            progress(f"note: {note}")
     score = scorer(archive, device)
     rows = []
     for case in cases.val:

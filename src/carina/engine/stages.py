@@ -137,7 +137,7 @@ def build_trainer(
                 log_dir=str(logs), tag_name="train_loss", output_transform=loss_of
             ),
         ]
-    return SupervisedTrainer(
+    trainer = SupervisedTrainer(
         device=device,
         max_epochs=settings.epochs,
         train_data_loader=loader,
@@ -152,6 +152,21 @@ def build_trainer(
         iteration_update=data.iteration_update,
         optim_set_to_none=True,
     )
+    _validate_last_epoch(trainer, evaluator, settings.val_interval)
+    return trainer
+
+
+def _validate_last_epoch(trainer: Any, evaluator: Any, interval: int) -> None:
+    """Validate after the last epoch too when ``interval`` does not fall on it: the weights a
+    run ends with are always scored (and kept when they are the best)."""
+    from ignite.engine import Events
+
+    def last(engine: Any) -> None:
+        epoch = engine.state.epoch
+        if epoch == engine.state.max_epochs and epoch % interval:
+            evaluator.run(epoch)
+
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, last)
 
 
 def loss_of(output: Any) -> float:

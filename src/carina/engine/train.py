@@ -17,7 +17,7 @@ from typing import Any, cast
 import torch
 
 from carina.archive import Archive
-from carina.engine.data import resolve_cases
+from carina.engine.data import record_trained_on, resolve_cases
 from carina.engine.distributed import DistributedContext
 from carina.engine.handlers import LastCheckpoint, Progress, Unfreeze, unwrap
 from carina.engine.network import build_network, pick_device
@@ -155,6 +155,7 @@ class TrainingRun:
             data_dir=options.data_dir,
             structures=settings.per_structure,
         )
+        resolved.notes.extend(note for note in cases.notes if note not in resolved.notes)
         return TrainingData(
             cases=cases,
             train_transforms=Compose(resolved.instantiate("train_preprocessing")),
@@ -279,6 +280,8 @@ class TrainingRun:
         network = unwrap(engines.network)
         if self.context.is_main and not layout.weights.is_file():
             torch.save(network.state_dict(), layout.weights)
+        if self.context.is_main:
+            record_trained_on(self.archive, self.options.dataset)
         return TrainResult(
             best_metric=float(getattr(evaluator.state, "best_metric", -1.0)),
             best_epoch=int(getattr(evaluator.state, "best_metric_epoch", -1)),

@@ -144,7 +144,8 @@ class JobSpec:
 
 
 def parse_sites(items: list[str]) -> dict[str, str]:
-    """``NAME=DATASET`` items as a dict (order kept).
+    """``NAME=DATASET`` items as a dict (order kept); a dataset given as a relative folder or
+    file is made absolute here (the sites run in other working folders).
 
     Raises:
         ConfigError: an item without ``=``, or a site named twice.
@@ -156,7 +157,8 @@ def parse_sites(items: list[str]) -> dict[str, str]:
             raise ConfigError("--site", item, "write it as NAME=DATASET (site-1=spine_ct_vertebra)")
         if name in sites:
             raise ConfigError("--site", name, "named twice")
-        sites[name] = dataset
+        local = Path(dataset).expanduser()
+        sites[name] = str(local.resolve()) if "/" in dataset or local.exists() else dataset
     return sites
 
 
