@@ -117,3 +117,24 @@ def test_bf16_autocast_runs_and_cuda_gets_fp16() -> None:
     root = Path("/nonexistent")
     assert backends.choose_precision(torch.device("cuda"), "auto", root, root) == "fp16"
     assert backends.choose_precision(torch.device("cuda"), "onnx", root, root) == "fp32"
+
+
+def test_the_onnx_export_is_one_file_that_runs_alone(archive_root: Path, tmp_path: Path) -> None:
+    """Copied alone, the export runs in onnxruntime on any size that is a multiple of its
+    ``carina.spatial_multiple``, and says what else a script needs in its metadata."""
+    import onnxruntime
+
+    export_archive(Archive.open(archive_root), ExportFormat.ONNX)
+    assert [p.name for p in (archive_root / "models").glob("*onnx*")] == ["model.onnx"]
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(archive_root / "models" / "model.onnx", alone / "model.onnx")
+    session = onnxruntime.InferenceSession(str(alone / "model.onnx"))
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["carina.labels"]) == ["L2", "L3", "L4"]
+    multiple = int(meta["carina.spatial_multiple"])
+    assert multiple == 8
+    assert json.loads(meta["carina.preprocessing"])[0]["_target_"] == "ScaleIntensityRanged"
+    for shape in ((multiple * 10, multiple * 6, multiple * 5), (multiple * 3,) * 3):
+        image = np.zeros((1, 1, *shape), np.float32)
+        assert session.run(None, {"image": image})[0].shape == (1, 4, *shape)

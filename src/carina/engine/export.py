@@ -63,6 +63,9 @@ def export_archive(
         target, save, run = archive.layout.onnx, _save_onnx, _run_onnx
     with atomic_path(target) as tmp:
         save(network, sample, tmp)
+        if export_format == ExportFormat.ONNX:
+            network_def = pipeline.settings.network_def or {}
+            describe_onnx(tmp, pipeline.settings.labels, network_def, pipeline.resolved.content)
         difference = float(np.abs(run(tmp, sample) - expected).max())
         if not difference <= TOLERANCE:
             raise ArchiveError(
@@ -134,3 +137,52 @@ def _run_onnx(path: Path, sample: torch.Tensor) -> NDArray[Any]:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     outputs: list[NDArray[Any]] = session.run(["pred"], {"image": sample.numpy()})
     return outputs[0]
+
+
+def describe_onnx(
+    path: Path, labels: list[str], network_def: dict[str, Any], content: dict[str, Any]
+) -> None:
+    """Write into the ONNX file what running it without Carina needs (its metadata, read with
+    ``session.get_modelmeta().custom_metadata_map``): ``carina.labels`` (JSON, value 1 first),
+    ``carina.spatial_multiple`` (each spatial size of the input must be a multiple of it: pad),
+    ``carina.preprocessing`` (the archive's intensity transforms, JSON)."""
+    import json
+
+    import onnx
+
+    model = onnx.load(str(path))
+    multiple = spatial_multiple(network_def)
+    steps = [
+        step
+        for step in content.get("preprocessing") or []
+        if isinstance(step, dict)
+        and not str(step.get("_target_", "")).endswith(
+            ("LoadVolumed", "LoadImaged", "EnsureChannelFirstd")
+        )
+    ]
+    described = {
+        "carina.labels": json.dumps(list(labels)),
+        "carina.preprocessing": json.dumps(steps),
+        **({"carina.spatial_multiple": str(multiple)} if multiple else {}),
+    }
+    kept = [p for p in model.metadata_props if p.key not in described]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in described.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+def spatial_multiple(network_def: dict[str, Any]) -> int | None:
+    """What every spatial size of the input must be a multiple of, for an encoder that halves
+    it: the product of a UNet's (or DynUNet's) strides; None when the definition does not say."""
+    strides = network_def.get("strides")
+    if not isinstance(strides, list) or not strides:
+        return None
+    product = 1
+    for stride in strides:
+        value = max(stride) if isinstance(stride, list) and stride else stride
+        if not isinstance(value, int) or value < 1:
+            return None
+        product *= value
+    return product
