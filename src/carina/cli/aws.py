@@ -71,7 +71,11 @@ def deploy(
     bucket: str = BUCKET,
     template: str = TEMPLATE,
     param: list[str] = typer.Option(
-        [], "--param", "-p", help="KEY=VALUE for a template parameter (repeat)."
+        [],
+        "--param",
+        "-p",
+        metavar="KEY=VALUE",
+        help="KEY=VALUE for a template parameter (repeat).",
     ),
     prefix: str = PREFIX,
     wait: bool = typer.Option(False, "--wait/--no-wait", help="Follow the stack until it is done."),

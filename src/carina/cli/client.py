@@ -143,7 +143,11 @@ def annotate(
     image: Path | None = typer.Argument(None, help=IMAGE_HELP, exists=True),
     model: str = typer.Option(..., "--model", "-m", help="An annotation (DExtr3D) model's name."),
     point: list[str] = typer.Option(
-        [], "--point", "-p", help="An extreme point i,j,k (voxel index); 6 or more."
+        [],
+        "--point",
+        "-p",
+        metavar="I,J,K",
+        help="An extreme point i,j,k (voxel index); 6 or more.",
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Result mask to write."),
     session: str | None = typer.Option(None, help="Run on this session's image."),
@@ -170,8 +174,10 @@ def deepgrow(
     ctx: typer.Context,
     image: Path | None = typer.Argument(None, help=IMAGE_HELP, exists=True),
     model: str = typer.Option(..., "--model", "-m", help="A DeepGrow model's name."),
-    fg: list[str] = typer.Option([], "--fg", help="A foreground click i,j,k; one or more."),
-    bg: list[str] = typer.Option([], "--bg", help="A background click i,j,k."),
+    fg: list[str] = typer.Option(
+        [], "--fg", metavar="I,J,K", help="A foreground click i,j,k; one or more."
+    ),
+    bg: list[str] = typer.Option([], "--bg", metavar="I,J,K", help="A background click i,j,k."),
     current_point: str | None = typer.Option(
         None, help="The click that picks the slice of a 2D model (default: the last --fg)."
     ),

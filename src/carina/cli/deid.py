@@ -59,7 +59,10 @@ def deid(
         help='Private attributes known to be safe: JSON {"CREATOR": ["0019xx0c", ...]}.',
     ),
     keep: list[str] = typer.Option(
-        [], "--keep", help="Keep this attribute as it is, wherever it is (a keyword; repeatable)."
+        [],
+        "--keep",
+        metavar="KEYWORD",
+        help="Keep this attribute as it is, wherever it is (a keyword; repeatable).",
     ),
     key_file: Path | None = _KEY_FILE,
     report: Path | None = typer.Option(

@@ -22,9 +22,13 @@ def train(
         help="A workspace: train on its datastore's final labels, then promote the result over "
         "WORKSPACE/models/NAME if it is no worse on the same validation images.",
     ),
-    set_: list[str] = typer.Option([], "--set", help="NAME=VALUE (variable) or a.b.c=VALUE (key)."),
+    set_: list[str] = typer.Option(
+        [], "--set", metavar="NAME=VALUE", help="NAME=VALUE (variable) or a.b.c=VALUE (key)."
+    ),
     pretrained: Path | None = typer.Option(None, help="Archive or weights file to start from."),
-    freeze: list[str] = typer.Option([], help="Glob of parameter names to freeze at first."),
+    freeze: list[str] = typer.Option(
+        [], metavar="GLOB", help="Glob of parameter names to freeze at first."
+    ),
     freeze_epochs: int | None = typer.Option(None, help="Epochs before frozen layers train."),
     resume: bool = typer.Option(False, help="Continue from models/checkpoint_last.pt."),
     nproc: int = typer.Option(1, help="Processes (GPUs) on this node, through torchrun."),

@@ -14,7 +14,9 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-SITES = typer.Option(..., "--site", help="NAME=DATASET: a site and its data (repeat).")
+SITES = typer.Option(
+    ..., "--site", metavar="NAME=DATASET", help="NAME=DATASET: a site and its data (repeat)."
+)
 ROUNDS = typer.Option(3, "--rounds", min=1, help="Federated rounds.")
 ALGORITHM = typer.Option("fedavg", "--algorithm", help="fedavg, fedprox, fedopt or scaffold.")
 LOCAL_EPOCHS = typer.Option(1, "--local-epochs", min=1, help="Epochs each site trains per round.")
@@ -25,7 +27,9 @@ SVT = typer.Option(
     None, "--svt-fraction", min=0, max=1, help="Differential privacy: share this fraction (SVT)."
 )
 SVT_EPSILON = typer.Option(0.1, "--svt-epsilon", help="SVT privacy budget epsilon.")
-EXCLUDE = typer.Option([], "--exclude", help="Tensor name or regex never shared (repeat).")
+EXCLUDE = typer.Option(
+    [], "--exclude", metavar="NAME", help="Tensor name or regex never shared (repeat)."
+)
 HE = typer.Option(
     False,
     "--he",

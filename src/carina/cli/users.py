@@ -23,6 +23,7 @@ NAME = typer.Argument(..., help="The user's name.")
 ROLES = typer.Option(
     ["user"],
     "--role",
+    metavar="ROLE",
     help="user, annotator, reviewer or admin (repeatable); admin > reviewer > annotator > user.",
 )
 PASSWORD_STDIN = typer.Option(
@@ -101,7 +102,9 @@ def passwd(
 @app.command("roles")
 def roles(
     name: str = NAME,
-    role: list[str] = typer.Option(..., "--role", help="The new roles (repeatable)."),
+    role: list[str] = typer.Option(
+        ..., "--role", metavar="ROLE", help="The new roles (repeatable)."
+    ),
     workspace: Path = WORKSPACE,
 ) -> None:
     """Replace a user's roles (their next request has the new ones)."""

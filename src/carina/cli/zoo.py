@@ -82,7 +82,9 @@ def verify(
 def build(
     name: str = typer.Argument(..., help="Archive to (re)build from its example config."),
     output: Path | None = typer.Option(None, help="Where to write it (default: the package zoo)."),
-    set_: list[str] = typer.Option([], "--set", help="NAME=VALUE overrides, as for carina train."),
+    set_: list[str] = typer.Option(
+        [], "--set", metavar="NAME=VALUE", help="NAME=VALUE overrides, as for carina train."
+    ),
 ) -> None:
     """Retrain a zoo archive from the shipped data, validate it and print its metric."""
     from carina.archive import parse_override
