@@ -135,6 +135,9 @@ def test_the_onnx_export_is_one_file_that_runs_alone(archive_root: Path, tmp_pat
     multiple = int(meta["carina.spatial_multiple"])
     assert multiple == 8
     assert json.loads(meta["carina.preprocessing"])[0]["_target_"] == "ScaleIntensityRanged"
+    serving = json.loads((archive_root / "config" / "config_aiaa.json").read_text())
+    assert json.loads(meta["carina.roi_size"]) == serving["inferer"]["roi_size"]
+    assert float(meta["carina.overlap"]) == serving["inferer"].get("overlap", 0.25)
     for shape in ((multiple * 10, multiple * 6, multiple * 5), (multiple * 3,) * 3):
         image = np.zeros((1, 1, *shape), np.float32)
         assert session.run(None, {"image": image})[0].shape == (1, 4, *shape)

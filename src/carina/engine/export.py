@@ -145,7 +145,9 @@ def describe_onnx(
     """Write into the ONNX file what running it without Carina needs (its metadata, read with
     ``session.get_modelmeta().custom_metadata_map``): ``carina.labels`` (JSON, value 1 first),
     ``carina.spatial_multiple`` (each spatial size of the input must be a multiple of it: pad),
-    ``carina.preprocessing`` (the archive's intensity transforms, JSON)."""
+    ``carina.preprocessing`` (the archive's intensity transforms, JSON), and the archive's
+    sliding window (``carina.roi_size``, ``carina.overlap``) when it has one: the windows
+    ``carina infer`` runs, which a network with instance norm needs to give the same answer."""
     import json
 
     import onnx
@@ -160,10 +162,21 @@ def describe_onnx(
             ("LoadVolumed", "LoadImaged", "EnsureChannelFirstd")
         )
     ]
+    inferer = content.get("inferer")
+    window = (
+        {
+            "carina.roi_size": json.dumps(inferer.get("roi_size")),
+            "carina.overlap": str(inferer.get("overlap", 0.25)),
+        }
+        if isinstance(inferer, dict)
+        and str(inferer.get("_target_", "")).endswith("SlidingWindowInferer")
+        else {}
+    )
     described = {
         "carina.labels": json.dumps(list(labels)),
         "carina.preprocessing": json.dumps(steps),
         **({"carina.spatial_multiple": str(multiple)} if multiple else {}),
+        **window,
     }
     kept = [p for p in model.metadata_props if p.key not in described]
     del model.metadata_props[:]
