@@ -40,7 +40,7 @@ def test_a_bad_project_file_is_named(tmp_path: Path) -> None:
         provision(tmp_path / "missing.yml", tmp_path / "kits")
     broken = tmp_path / "broken.yml"
     broken.write_text("api_version: 3\nname: x\nparticipants: []\n")
-    with pytest.raises(ConfigError, match=r"broken\.yml: provisioning failed"):
+    with pytest.raises(ConfigError, match=r"broken\.yml: provisioning failed: FLARE says: \S"):
         provision(broken, tmp_path / "kits")
 
 
@@ -110,3 +110,21 @@ def test_encryption_needs_kits_provisioned_for_it(tmp_path: Path) -> None:
     spec = JobSpec(archive=quick_archive(tmp_path / "archive"), sites={"a": "x"}, homomorphic=True)
     with pytest.raises(ConfigError, match=r"HEBuilder .* no TenSEAL context in localhost, a"):
         run_poc(spec, kits, data_dir=tmp_path)
+
+
+def test_the_documented_project_provisions_and_wrong_names_are_named(tmp_path: Path) -> None:
+    import re
+
+    from carina.errors import ConfigError
+
+    page = (Path(__file__).parents[2] / "docs" / "how-to" / "federated.md").read_text()
+    documented = re.search(r"```yaml\n# project.yml\n(.*?)```", page, re.S)
+    assert documented is not None
+    project = tmp_path / "project.yml"
+    project.write_text(documented[1])
+    assert Kits.find(provision(project, tmp_path / "kits")).server.is_dir()
+
+    project.write_text(documented[1].replace("org: hospital_a", "org: hospital-a"))
+    with pytest.raises(ConfigError, match=r"participants\[1\] \(hospital-a\) org 'hospital-a'"):
+        provision(project, tmp_path / "again")
+    assert not (tmp_path / "again").exists(), "FLARE is not called"

@@ -38,14 +38,19 @@ def provision(project: Path, workspace: Path) -> Path:
     Raises:
         ConfigError: the project file is missing or FLARE refused it (its message quoted).
     """
+    from carina.fl.names import check_project
+
     if not project.is_file():
         raise ConfigError(project.name, "", "no such project file")
+    check_project(project)
     tool = Path(sys.executable).parent / "nvflare"
     command = [str(tool), "provision", "-p", str(project), "-w", str(workspace), "--force"]
     done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
     if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        raise ConfigError(project.name, "", f"provisioning failed: {detail[-1] if detail else '?'}")
+        lines = [line.strip() for line in f"{done.stdout}\n{done.stderr}".splitlines()]
+        said = [line for line in lines if line and not line.startswith(("Hint:", "Project yaml"))]
+        detail = " ".join(said[-3:]) or f"exit {done.returncode}"
+        raise ConfigError(project.name, "", f"provisioning failed: FLARE says: {detail[:600]}")
     produced = sorted(workspace.glob("*/prod_*"), key=lambda path: path.stat().st_mtime)
     if not produced:
         raise ConfigError(project.name, "", f"provisioning wrote no kits under {workspace}")
