@@ -9,17 +9,32 @@ from typing import Any
 import torch
 
 from carina.archive import ResolvedConfig
-from carina.errors import ArchiveError
+from carina.errors import ArchiveError, ConfigError
 
 #: Keys under which checkpoints from other tools keep the state dict.
 _STATE_KEYS = ("model", "network", "state_dict", "net")
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    """The requested device, else CUDA when present, else CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The requested device, else CUDA when present, else CPU.
+
+    Raises:
+        ConfigError: a device name torch does not know, or a CUDA device this machine lacks.
+    """
+    if not device:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as exc:
+        raise ConfigError("--device", device, "use cpu, cuda or cuda:N") from exc
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            why = "torch was built without CUDA" if torch.version.cuda is None else "no GPU found"
+            raise ConfigError("--device", device, f"this machine has no CUDA ({why}): use cpu")
+        if chosen.index is not None and chosen.index >= count:
+            raise ConfigError("--device", device, f"this machine has {count} CUDA device(s)")
+    return chosen
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:

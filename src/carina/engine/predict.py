@@ -30,7 +30,7 @@ from carina.engine.plan import (
     run_planned,
 )
 from carina.engine.transforms import LoadVolumed
-from carina.errors import ArchiveError
+from carina.errors import ArchiveError, ImageReadError
 from carina.io import Volume, load_volume, save_volume
 from carina.io.formats import suffix_of
 from carina.limits import checked_calls
@@ -164,6 +164,8 @@ class Predictor:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         volume = source if isinstance(source, Volume) else load_volume(source)
+        where = Path(source).name if not isinstance(source, Volume) else "image"
+        check_dimensions(volume, self.settings.dimensions or 3, where)
         timings["read"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -312,3 +314,20 @@ def _as_compose(items: Any, *, drop: tuple[str, ...] = ()) -> Any:
 
     transforms = list(items.transforms) if isinstance(items, Compose) else list(items or [])
     return Compose([t for t in transforms if type(t).__name__ not in drop])
+
+
+def check_dimensions(image: Volume, dimensions: int, where: str = "image") -> None:
+    """That a model of ``dimensions`` spatial axes can take ``image``: a greyscale image with at
+    least that many (a 2D model also takes the slices of a 3D image).
+
+    Raises:
+        ImageReadError: naming both (``3D greyscale images``, ``a 2D image of 64x64 voxels``).
+    """
+    if image.spatial_ndim < dimensions or image.array.ndim != image.spatial_ndim:
+        shape = "x".join(str(n) for n in image.array.shape)
+        greyscale = image.array.ndim == image.spatial_ndim
+        kind = f"a {image.spatial_ndim}D image" if greyscale else "an image"
+        raise ImageReadError(
+            where,
+            f"this model works on {dimensions}D greyscale images, not on {kind} of {shape} voxels",
+        )

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from carina.archive.schema import ServingConfig
-from carina.errors import ConfigError, GuidanceError, ImageReadError
+from carina.errors import ConfigError, GuidanceError
 from carina.settings import DEFAULT_MAX_WORK_BYTES
 
 if TYPE_CHECKING:
@@ -122,13 +122,11 @@ def check_request(request: InferenceRequest, spec: ServingConfig) -> None:
         ImageReadError: an image the model cannot take.
         GuidanceError: a ``spatial_size`` of the wrong length.
     """
+    from carina.engine.predict import check_dimensions
+
     image = request.image
     dimensions = spec.dimensions or 3
-    if image.spatial_ndim < dimensions or image.array.ndim != image.spatial_ndim:
-        shape = "x".join(str(n) for n in image.array.shape)
-        raise ImageReadError(
-            "image", f"this model works on {dimensions}D greyscale images, not on {shape} voxels"
-        )
+    check_dimensions(image, dimensions)
     size = request.spatial_size
     if size is not None and len(size) not in (dimensions, image.spatial_ndim):
         raise GuidanceError(
