@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from carina.datastore.local import _INFO, LocalDatastore
-from carina.datastore.records import FINAL, ORIGINAL, ImageRecord, ImageStatus, LabelVersion
+from carina.datastore.records import ORIGINAL, ImageRecord, ImageStatus
 from carina.errors import DatastoreError, ImageNotFound, ImageReadError, NotFoundError
 from carina.files import atomic_write_bytes, owned_folder, owner_tag, sweep_stale
 from carina.io import Volume
@@ -188,36 +188,17 @@ class DicomwebDatastore(LocalDatastore):
 
     # -- labels ----------------------------------------------------------------------------------
 
-    def save_label(
-        self,
-        image_id: str,
-        label: Volume | Path,
-        *,
-        tag: str = FINAL,
-        saved_by: str,
-        info: dict[str, Any] | None = None,
-    ) -> LabelVersion:
-        """Save a new version of a label; a person's label (any tag but ``original``) is first
-        stored in the PACS as a DICOM SEG of its series (recorded in the version's info as
-        ``dicom_seg``), so nothing is kept that the PACS did not take.
+    def _before_keeping(self, image_id: str, labels: Volume, tag: str) -> dict[str, Any]:
+        """A person's label (any tag but ``original``) is first stored in the PACS as a DICOM
+        SEG of its series (recorded in the version's info as ``dicom_seg``), so nothing is kept
+        that the PACS did not take.
 
         Raises:
-            ImageNotFound, DatastoreError: as :meth:`LocalDatastore.save_label`.
             UpstreamError, UpstreamTimeoutError: the PACS refused the SEG or did not answer.
         """
-        if tag == ORIGINAL:
-            return super().save_label(image_id, label, tag=tag, saved_by=saved_by, info=info)
-        image = self.volume(image_id)
-        mask = self._checked_label(image_id, image, label)
-        stored = self._store_seg(image_id, image.with_array(mask)) if mask.any() else None
-        extra = {"dicom_seg": stored} if stored else {}
-        return super().save_label(
-            image_id,
-            image.with_array(mask),
-            tag=tag,
-            saved_by=saved_by,
-            info={**(info or {}), **extra},
-        )
+        if tag == ORIGINAL or not np.asarray(labels.array).any():
+            return {}
+        return {"dicom_seg": self._store_seg(image_id, labels)}
 
     def sweep(self, *, max_age: float = 3600.0) -> int:
         """What killed processes left: the datastore's, and half-fetched series."""

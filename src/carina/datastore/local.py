@@ -248,14 +248,20 @@ class LocalDatastore:
         except DatastoreError as exc:
             raise DatastoreError(f"image {image_id[:64]!r}: {exc}") from exc
         image = self.volume(image_id)
-        mask = self._checked_label(image_id, image, label)
+        checked = image.with_array(self._checked_label(image_id, image, label))
+        recorded = self._before_keeping(image_id, checked, tag)
         folder = self._folder(image_id) / "labels" / tag
         folder.mkdir(parents=True, exist_ok=True)
         version = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-        save_volume(image.with_array(mask), folder / f"{version}.nii.gz")
-        sidecar = {"saved_by": saved_by, "saved_at": _now(), "info": dict(info or {})}
+        save_volume(checked, folder / f"{version}.nii.gz")
+        sidecar = {"saved_by": saved_by, "saved_at": _now(), "info": {**(info or {}), **recorded}}
         atomic_write_bytes(folder / f"{version}.json", json.dumps(sidecar, indent=2).encode())
         return self._version(image_id, tag, folder / f"{version}.json")
+
+    def _before_keeping(self, image_id: str, labels: Volume, tag: str) -> dict[str, Any]:
+        """What a datastore does with a checked label before it keeps it (nothing here); what it
+        returns joins the version's info."""
+        return {}
 
     def label_versions(self, image_id: str, tag: str) -> list[LabelVersion]:
         """Every saved version of the image's ``tag`` label, oldest first.
