@@ -22,6 +22,7 @@ from carina.cli import deid as deid_commands
 from carina.cli import engine as engine_commands
 from carina.cli import fl as fl_commands
 from carina.cli import images as image_commands
+from carina.cli import infer as infer_commands
 from carina.cli import info as info_commands
 from carina.cli import model as model_commands
 from carina.cli import serve as serve_commands
@@ -48,7 +49,7 @@ app.add_typer(zoo_commands.app, name="zoo")
 app.add_typer(model_commands.app, name="model")
 app.command("train")(engine_commands.train)
 app.command("validate")(engine_commands.validate)
-app.command("infer")(engine_commands.infer)
+app.command("infer")(infer_commands.infer)
 app.command("export")(engine_commands.export)
 app.command("serve")(serve_commands.serve)
 app.add_typer(users_commands.app, name="users")
