@@ -35,16 +35,12 @@ from carina.datastore.records import ORIGINAL, ImageRecord, ImageStatus
 from carina.errors import DatastoreError, ImageNotFound, ImageReadError, NotFoundError
 from carina.files import atomic_write_bytes, owned_folder, owner_tag, sweep_stale
 from carina.io import Volume
+from carina.io.dicom_files import NOT_IMAGES
 
 if TYPE_CHECKING:
     from carina.deid.guard import PhiGuard
     from carina.io.dicomweb import DicomwebClient
 
-#: Modalities of series that are not images to segment (results, reports, plans, ...).
-NOT_IMAGES = frozenset(
-    {"SEG", "SR", "PR", "KO", "DOC", "REG", "FID", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD",
-     "AU", "ECG", "PLAN", "RWV"}
-)  # fmt: skip
 #: Seconds a QIDO listing is reused by one process (a page of the MONAI Label datastore view
 #: asks for it more than once).
 LISTING_SECONDS = 5.0

@@ -236,3 +236,38 @@ def per_structure(cases: CaseLists) -> CaseLists:
         cases.name,
         cases.structures,
     )
+
+
+def dataset_images(archive: Archive, *, override: Path | None, data_dir: Path) -> DatasetImages:
+    """The images ``carina infer`` runs when it is given a dataset instead of files: the
+    dataset's ``test`` images (MSD ``imagesTs``, the unlabelled images ``carina dataset init``
+    found), else its validation cases'. The dataset is ``override``, else the one the weights were
+    trained on, else the archive's (as :func:`resolve_cases`).
+
+    Raises:
+        ConfigError: no dataset, a missing datalist or a missing file.
+    """
+    settings = archive.train_config().settings.dataset
+    cases = resolve_cases(archive, settings, override=override, data_dir=data_dir, trained=True)
+    document = read_json(cases.datalist)
+    if isinstance(document, dict) and document.get("test"):
+        chosen = override or trained_datalist(archive)
+        _, root = _datalist(archive, settings, override=chosen, data_dir=data_dir)
+        tests = _cases(document, "test", cases.datalist, root)
+        images = [Path(case["image"]) for case in tests]
+        return DatasetImages(cases.datalist, images, "test")
+    images = [Path(case["image"]) for case in cases.val]
+    return DatasetImages(cases.datalist, images, "validation")
+
+
+@dataclass(frozen=True)
+class DatasetImages:
+    """The images of a dataset to run a model on, and which of its lists they are."""
+
+    datalist: Path
+    images: list[Path]
+    part: str
+
+    def describe(self) -> str:
+        """``N test images of DATALIST``."""
+        return f"{len(self.images)} {self.part} images of {self.datalist}"

@@ -10,11 +10,10 @@ plugins) is supported.
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import warnings
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,15 +21,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from carina.errors import ImageReadError, UnsafeZipError
-from carina.files import checked_members, iter_member_bytes
+from carina.errors import ImageReadError
+from carina.io.dicom_files import datasets, malformed_errors, parse_dataset
 from carina.io.volume import LPS_TO_RAS, ImageFormat, Volume, VolumeMeta
 from carina.limits import check_cancelled
 
 log = logging.getLogger(__name__)
 
 _ORIENTATION_TOLERANCE = 1e-4
-_IGNORED_NAMES = {"DICOMDIR", "LOCKFILE", "VERSION"}
 
 
 @dataclass(frozen=True)
@@ -58,19 +56,31 @@ def read_dicom(path: Path, *, max_bytes: int) -> Volume:
     return read_series(path, max_bytes=max_bytes)[0]
 
 
-def read_series(path: Path, *, max_bytes: int) -> tuple[Volume, list[Any]]:
+def read_series(
+    path: Path,
+    *,
+    max_bytes: int,
+    files: Sequence[Path] | None = None,
+    series_uid: str | None = None,
+) -> tuple[Volume, list[Any]]:
     """:func:`read_dicom`, and the series' image datasets (for objects derived from it: a SEG).
+    ``files``: read these files of ``path`` only (a series :func:`find_series` found);
+    ``series_uid``: read that series of several (in a zip or folder).
 
     Raises:
-        ImageReadError: as :func:`read_dicom`.
+        ImageReadError: as :func:`read_dicom`; no series ``series_uid`` in ``path``.
     """
     try:
-        datasets = list(_datasets(path, max_bytes=max_bytes))
-        images = [(name, ds) for name, ds in datasets if "PixelData" in ds]
+        found = list(datasets(path, max_bytes=max_bytes, files=files))
+        images = [(name, ds) for name, ds in found if "PixelData" in ds]
+        if series_uid is not None:
+            images = [(n, ds) for n, ds in images if ds.get("SeriesInstanceUID") == series_uid]
+            if not images:
+                raise ImageReadError(path, f"no DICOM series {series_uid} here")
         if not images:
-            if not datasets:
+            if not found:
                 raise ImageReadError(path, "no DICOM file found")
-            kind = datasets[0][1].get("SOPClassUID")
+            kind = found[0][1].get("SOPClassUID")
             described = f" ({getattr(kind, 'name', kind)})" if kind is not None else ""
             raise ImageReadError(path, f"the DICOM object{described} contains no pixel data")
         if len(images) == 1 and str(images[0][1].get("Modality", "")) == "SEG":
@@ -79,7 +89,7 @@ def read_series(path: Path, *, max_bytes: int) -> tuple[Volume, list[Any]]:
             return read_seg(path, dataset=images[0][1]), [images[0][1]]
         volume = _series_volume(path, images, max_bytes=max_bytes)
         return volume, [ds for _, ds in images]
-    except _malformed() as exc:  # pydicom parses lazily: any access may meet a broken element
+    except malformed_errors() as exc:  # pydicom parses lazily: any access may meet a broken element
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise ImageReadError(path, f"a malformed DICOM file ({reason})") from exc
 
@@ -93,21 +103,11 @@ def read_headers(path: Path, *, max_bytes: int) -> list[Any]:
     """
     try:
         if path.is_file() and not zipfile.is_zipfile(path):
-            dataset = _parse(path.name, path, force=False, strict=False)
+            dataset = parse_dataset(path.name, path, force=False, strict=False)
             return [dataset] if dataset is not None and "PixelData" in dataset else []
-        return [ds for _, ds in _datasets(path, max_bytes=max_bytes) if "PixelData" in ds]
-    except _malformed() as exc:
+        return [ds for _, ds in datasets(path, max_bytes=max_bytes) if "PixelData" in ds]
+    except malformed_errors() as exc:
         raise ImageReadError(path, f"a malformed DICOM file ({type(exc).__name__})") from exc
-
-
-def _malformed() -> tuple[type[Exception], ...]:
-    """What pydicom raises on malformed data, besides Carina's own errors."""
-    from pydicom.errors import BytesLengthException, InvalidDicomError
-
-    return (
-        ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError,
-        NotImplementedError, EOFError, BytesLengthException, InvalidDicomError,
-    )  # fmt: skip
 
 
 def _series_volume(path: Path, images: list[tuple[str, Any]], *, max_bytes: int) -> Volume:
@@ -138,75 +138,6 @@ def _series_volume(path: Path, images: list[tuple[str, Any]], *, max_bytes: int)
             geometry_known=frames[0].position is not None,
         ),
     )
-
-
-# --- finding the datasets ----------------------------------------------------------------------
-
-
-def _datasets(path: Path, *, max_bytes: int) -> Iterator[tuple[str, Any]]:
-    if path.is_dir():
-        files = sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file() and not p.name.startswith(".") and p.name.upper() not in _IGNORED_NAMES
-        )
-        for file in files:
-            dataset = _parse(file.name, file, force=file.suffix.lower() == ".dcm", strict=False)
-            if dataset is not None:
-                yield file.name, dataset
-        return
-    if not path.exists():
-        raise ImageReadError(path, "no such file or folder")
-    if path.stat().st_size == 0:
-        raise ImageReadError(path, "the file is empty")
-    if zipfile.is_zipfile(path):
-        yield from _zip_datasets(path, max_bytes=max_bytes)
-        return
-    dataset = _parse(path.name, path, force=True, strict=True)
-    if dataset is not None:
-        yield path.name, dataset
-
-
-def _zip_datasets(path: Path, *, max_bytes: int) -> Iterator[tuple[str, Any]]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = checked_members(archive, max_bytes=max_bytes)
-            for info, data in iter_member_bytes(archive, members, max_bytes=max_bytes):
-                name = Path(info.filename).name
-                if name.startswith(".") or name.upper() in _IGNORED_NAMES:
-                    continue
-                dataset = _parse(name, io.BytesIO(data), force=False, strict=False)
-                if dataset is not None:
-                    yield name, dataset
-    except UnsafeZipError as exc:
-        raise ImageReadError(path, str(exc)) from exc
-    except (
-        zipfile.BadZipFile,
-        zipfile.LargeZipFile,
-        EOFError,
-        OSError,
-        NotImplementedError,
-    ) as exc:
-        raise ImageReadError(path, f"corrupt zip file ({exc})") from exc
-
-
-def _parse(name: str, source: Path | io.BytesIO, *, force: bool, strict: bool) -> Any:
-    """A parsed dataset, or None for a file that is not DICOM (an error when ``strict``)."""
-    import pydicom
-
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            dataset = pydicom.dcmread(source, force=force)
-        for warning in caught:
-            log.debug("DICOM file %s: %s", "<uploaded>", warning.message)
-    except (OSError, *_malformed()) as exc:  # type: ignore[misc]
-        if strict:
-            raise ImageReadError(name, f"not a readable DICOM file ({type(exc).__name__})") from exc
-        return None
-    if strict and "SOPClassUID" not in dataset and "PixelData" not in dataset:
-        raise ImageReadError(name, "not a DICOM file (no SOP class and no pixel data)")
-    return dataset
 
 
 # --- checks ------------------------------------------------------------------------------------
