@@ -44,7 +44,8 @@ def test_params_in_every_encoding_clients_use() -> None:
     assert as_point([[4, 5, 6]], "current_point") == [4, 5, 6]
     assert as_point("[[4, 5, 6]]", "current_point") == [4, 5, 6]
     assert as_point(None, "current_point") is None
-    for bad in ("[1, 2]", "[[1.5, 2, 3]]", "[[true, 2, 3]]", '"x"'):
+    assert as_points("[1, 2]", "foreground") == [[1, 2]]  # a click on a planar image (a PNG)
+    for bad in ("[1]", "[1, 2, 3, 4]", "[[1.5, 2, 3]]", "[[true, 2, 3]]", '"x"'):
         with pytest.raises(RequestError):
             as_points(bad, "points")
 

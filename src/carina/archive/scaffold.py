@@ -230,6 +230,7 @@ def _segmentation(
         "type": "segmentation",
         "labels": labels,
         "description": f"{', '.join(labels)} in {modality} ({dataset}); research use only",
+        "modality": modality,
         "preprocessing": [{**load, "keys": "image"}, {**channel, "keys": "image"}, intensity],
         "inferer": inferer,
         "postprocessing": [{"_target_": "AsDiscreted", "keys": "pred", "argmax": True}],

@@ -156,6 +156,9 @@ class ServingConfig(_Strict):
             the others in Carina's palette.
         license: the terms the model may be used under, as its authors state them (a Bundle's
             ``metadata.json`` ``license`` or its ``LICENSE`` file); empty when not stated.
+        modality: the imaging modality the model was trained on, as DICOM names it (``CT``,
+            ``MR``, ``PT``, ...; ``MRI`` is read as ``MR``); an image of another one runs with a
+            warning naming both. None: not declared.
         backend: what runs the network (``auto``, ``torch``, ``onnx``; see
             :mod:`carina.engine.backends`); None: the server's ``CARINA_INFERENCE_BACKEND``.
         preprocessing, inferer, postprocessing, network_def: the components, in Bundle syntax.
@@ -183,6 +186,7 @@ class ServingConfig(_Strict):
     label_colors: dict[str, RGB] = Field(default_factory=dict)
     license: str = ""
     backend: Literal["auto", "torch", "onnx"] | None = None
+    modality: str | None = None
 
     @field_validator("version", mode="before")
     @classmethod
@@ -196,6 +200,11 @@ class ServingConfig(_Strict):
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
             raise ValueError(f"must name a model type ({', '.join(ModelType)}), not {value!r}")
         return name
+
+    @field_validator("modality", mode="before")
+    @classmethod
+    def _modality_name(cls, value: Any) -> Any:
+        return dicom_modality(value) if isinstance(value, str) else value
 
     @field_validator("deepgrow", mode="before")
     @classmethod
@@ -298,3 +307,12 @@ def _known_fields(model: type[BaseModel], path: list[str]) -> list[str]:
             return []
         current = field.annotation
     return sorted(current.model_fields)
+
+
+def dicom_modality(name: str) -> str | None:
+    """A modality as DICOM names it (``MR`` for ``MRI``, ``T1`` or ``FLAIR``), or None for a name
+    that is no modality (empty, ``noNorm`` and other channel names)."""
+    text = name.strip().upper()
+    if text in ("MRI", "T1", "T2", "T1W", "T2W", "T1C", "T1CE", "FLAIR", "ADC", "DWI", "PD"):
+        return "MR"
+    return text if re.fullmatch(r"CT|MR|PT|US|CR|DX|MG|XA|NM|OCT|SM|OT", text) else None

@@ -17,7 +17,14 @@ from typing import Any
 
 from carina.archive.clara import translate_serving_config
 from carina.archive.layout import ArchiveLayout
-from carina.archive.schema import ModelType, NnUNetSettings, ServingConfig, read_json, validate
+from carina.archive.schema import (
+    ModelType,
+    NnUNetSettings,
+    ServingConfig,
+    dicom_modality,
+    read_json,
+    validate,
+)
 from carina.errors import ConfigError
 
 
@@ -58,7 +65,16 @@ def bundle_serving_config(layout: ArchiveLayout) -> ServingConfig:
         labels=bundle_labels(metadata),
         description=str(metadata.get("description", "")),
         license=bundle_license(layout, metadata),
+        modality=_bundle_modality(metadata),
     )
+
+
+def _bundle_modality(metadata: dict[str, Any]) -> str | None:
+    """The modality a Bundle's ``network_data_format.inputs.image`` declares, if any."""
+    inputs = (metadata.get("network_data_format") or {}).get("inputs") or {}
+    image = inputs.get("image") if isinstance(inputs, dict) else None
+    declared = image.get("modality") if isinstance(image, dict) else None
+    return dicom_modality(declared) if isinstance(declared, str) else None
 
 
 #: Transforms by which a Bundle's pre-processing takes DeepEdit clicks.
@@ -193,6 +209,7 @@ def nnunet_serving_config(layout: ArchiveLayout) -> ServingConfig:
         description=settings.description or f"{described}, {mirroring} test-time mirroring",
         license=settings.license or str(dataset.get("licence") or dataset.get("license") or ""),
         model_file=f"fold_{folds[0]}/{settings.checkpoint}",
+        modality=dicom_modality(str(next(iter(channels.values())))),
     )
 
 

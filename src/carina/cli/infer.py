@@ -138,6 +138,8 @@ def _show(result: CaseResult) -> None:
         err_console.print("\n".join(lines), style="yellow", highlight=False, soft_wrap=True)
         return
     assert result.output is not None
+    for warning in result.warnings:
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
     console.print(
         f"{result.name} -> {result.output.name} ({result.seconds:.2f} s)",
         highlight=False,

@@ -60,6 +60,8 @@ class CaseResult:
     seconds: float = 0.0
     #: lines that explain the error (the series to choose from)
     details: list[str] = field(default_factory=list)
+    #: what to check in a result (an image of another modality than the model's)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -149,6 +151,7 @@ def run_cases(
                 prediction = _Job(predictor, case, target, output_format, max_bytes).run()
             result.output = target
             result.volumes_ml = label_volumes(prediction.volume, labels)
+            result.warnings = prediction.warnings
         except CarinaError as exc:
             result.error = _reason(exc, case.source)
         result.seconds = time.perf_counter() - start
@@ -196,7 +199,9 @@ class _Job:
             uid = None if files else series.uid or None
             return read_series(source, max_bytes=self.max_bytes, files=files, series_uid=uid)
         if read_format(source) != ImageFormat.DICOM:
-            raise ImageReadError(source, "--format dicom-seg needs a DICOM image or series")
+            raise ImageReadError(
+                source, "--format dicom-seg needs a DICOM series (a folder, zip or file)"
+            )
         return read_series(source, max_bytes=self.max_bytes)
 
 
@@ -210,7 +215,8 @@ def label_volumes(volume: Volume, labels: Sequence[str]) -> dict[str, float | No
 
 
 def write_volumes_csv(results: Sequence[CaseResult], labels: Sequence[str], target: Path) -> None:
-    """One row per case: name, input, series, output, status, reason, seconds, mL per label."""
+    """One row per case: name, input, series, output, status, reason, warnings, seconds, and
+    the mL of each label."""
     stream = io.StringIO()
     writer = csv.writer(stream)
     units = [f"{name} (mL)" for name in labels]
@@ -227,6 +233,7 @@ def write_volumes_csv(results: Sequence[CaseResult], labels: Sequence[str], targ
                 r.output.name if r.output else "",
                 "skipped" if r.error else "segmented",
                 "; ".join([r.error, *r.details]) if r.error else "",
+                "; ".join(r.warnings),
                 f"{r.seconds:.2f}",
                 *volumes,
             ]

@@ -19,6 +19,7 @@ import torch
 
 from carina.archive import Archive, ServingConfig
 from carina.engine.backends import Backend, Precision, autocast, choose_precision, onnx_network
+from carina.engine.fit import check_dimensions, modality_warning, not_automatic
 from carina.engine.network import load_network, pick_device
 from carina.engine.plan import (
     InferencePlan,
@@ -30,7 +31,7 @@ from carina.engine.plan import (
     run_planned,
 )
 from carina.engine.transforms import LoadVolumed
-from carina.errors import ArchiveError, ImageReadError
+from carina.errors import ArchiveError
 from carina.io import Volume, load_volume, save_volume
 from carina.io.formats import suffix_of
 from carina.limits import checked_calls
@@ -42,10 +43,12 @@ _WRITERS = ("SaveImage", "SaveImaged")
 
 @dataclass
 class Prediction:
-    """A prediction and where the time went (seconds per stage)."""
+    """A prediction, where the time went (seconds per stage) and what the user should know
+    about it (an image of another modality than the model's)."""
 
     volume: Volume
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 class Predictor:
@@ -114,6 +117,7 @@ class Predictor:
         """
         from monai.transforms import Compose
 
+        not_automatic(archive.serving_config(batch=batch), archive.layout.root.name)
         pipeline = archive.serving_pipeline(batch=batch)
         resolved, settings = pipeline.resolved, pipeline.settings
         weights = archive.layout.root / settings.model_file
@@ -166,6 +170,7 @@ class Predictor:
         volume = source if isinstance(source, Volume) else load_volume(source)
         where = Path(source).name if not isinstance(source, Volume) else "image"
         check_dimensions(volume, self.settings.dimensions or 3, where)
+        warning = modality_warning(volume, self.settings.modality, where)
         timings["read"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -200,7 +205,7 @@ class Predictor:
                 f"the pipeline returned a label map of shape {labels.shape} for an image of "
                 f"shape {volume.shape}: add a restoring step (Invertd) to its post-processing"
             )
-        return Prediction(volume.with_array(labels), timings)
+        return Prediction(volume.with_array(labels), timings, [warning] if warning else [])
 
     def _infer(self, batch: torch.Tensor, budget: int) -> torch.Tensor:
         """The network's logits for ``batch``, run as planned for its size (or as configured)."""
@@ -314,20 +319,3 @@ def _as_compose(items: Any, *, drop: tuple[str, ...] = ()) -> Any:
 
     transforms = list(items.transforms) if isinstance(items, Compose) else list(items or [])
     return Compose([t for t in transforms if type(t).__name__ not in drop])
-
-
-def check_dimensions(image: Volume, dimensions: int, where: str = "image") -> None:
-    """That a model of ``dimensions`` spatial axes can take ``image``: a greyscale image with at
-    least that many (a 2D model also takes the slices of a 3D image).
-
-    Raises:
-        ImageReadError: naming both (``3D greyscale images``, ``a 2D image of 64x64 voxels``).
-    """
-    if image.spatial_ndim < dimensions or image.array.ndim != image.spatial_ndim:
-        shape = "x".join(str(n) for n in image.array.shape)
-        greyscale = image.array.ndim == image.spatial_ndim
-        kind = f"a {image.spatial_ndim}D image" if greyscale else "an image"
-        raise ImageReadError(
-            where,
-            f"this model works on {dimensions}D greyscale images, not on {kind} of {shape} voxels",
-        )

@@ -111,27 +111,13 @@ class InteractivePredictor:
             GuidanceError: no foreground click, a click outside the image, or a window over
                 ``max_work_bytes`` of working memory.
         """
+        if self.is_2d:
+            return self._deepgrow_2d(
+                volume, foreground, background, current_point, spatial_size, max_work_bytes
+            )
         fg = _checked(foreground, volume.shape, "foreground", minimum=1)
         bg = _checked(background, volume.shape, "background", minimum=0)
         image = torch.from_numpy(_native(volume.array))[None]
-        if self.is_2d:
-            k = int(current_point[2]) if current_point is not None else int(fg[-1][2])
-            if not 0 <= k < volume.shape[2]:
-                raise GuidanceError(f"current_point slice {k} is outside the image")
-            fg = [p for p in fg if p[2] == k]
-            bg = [p for p in bg if p[2] == k]
-            if not fg:
-                raise GuidanceError(f"no foreground click on slice {k}")
-            plane = image[..., k]
-            size = list(spatial_size)[:2] if spatial_size is not None else None
-            result, window, timings = self._run_deepgrow(
-                plane, [p[:2] for p in fg], [p[:2] for p in bg], volume.spacing[:2], size,
-                max_work_bytes,
-            )  # fmt: skip
-            mask = np.zeros(volume.shape, dtype=np.uint8)
-            mask[:, :, k] = result
-            crop = [*window.clipped(volume.shape[:2]), [k, k + 1]]
-            return InteractiveResult(volume.with_array(mask), crop, timings)
         window = self._deepgrow_window(fg, volume.spacing, spatial_size)
         return self._run(
             image,
@@ -141,6 +127,42 @@ class InteractivePredictor:
             centre=np.asarray(fg[0], np.float64),
             max_work_bytes=max_work_bytes,
         )
+
+    def _deepgrow_2d(
+        self,
+        volume: Volume,
+        foreground: Points,
+        background: Points,
+        current_point: Sequence[int] | None,
+        spatial_size: Sequence[int] | None,
+        max_work_bytes: int,
+    ) -> InteractiveResult:
+        """2D DeepGrow on slice ``current_point[2]`` of a volume (else the last foreground
+        click's), or on a planar image (a PNG), whose clicks are ``[i, j]`` (or ``[i, j, 0]``)."""
+        planar = len(volume.shape) == 2
+        shape = (*volume.shape, 1) if planar else volume.shape
+        fg = _checked(_on_plane(foreground, planar), shape, "foreground", minimum=1)
+        bg = _checked(_on_plane(background, planar), shape, "background", minimum=0)
+        k = int(current_point[2]) if current_point is not None and not planar else int(fg[-1][2])
+        if not 0 <= k < shape[2]:
+            raise GuidanceError(f"current_point slice {k} is outside the image")
+        fg = [p for p in fg if p[2] == k]
+        bg = [p for p in bg if p[2] == k]
+        if not fg:
+            raise GuidanceError(f"no foreground click on slice {k}")
+        image = torch.from_numpy(_native(volume.array))[None]
+        plane = image if planar else image[..., k]
+        size = list(spatial_size)[:2] if spatial_size is not None else None
+        result, window, timings = self._run_deepgrow(
+            plane, [p[:2] for p in fg], [p[:2] for p in bg], volume.spacing[:2], size,
+            max_work_bytes,
+        )  # fmt: skip
+        if planar:
+            return InteractiveResult(volume.with_array(result), window.clipped(shape[:2]), timings)
+        mask = np.zeros(volume.shape, dtype=np.uint8)
+        mask[:, :, k] = result
+        crop = [*window.clipped(shape[:2]), [k, k + 1]]
+        return InteractiveResult(volume.with_array(mask), crop, timings)
 
     def dextr3d(
         self, volume: Volume, points: Points, *, max_work_bytes: int = DEFAULT_MAX_WORK_BYTES
@@ -294,6 +316,14 @@ def _native(array: Any) -> np.ndarray[Any, Any]:
     if data.dtype == np.bool_ or not data.flags.writeable:
         return data.astype(np.uint8 if data.dtype == np.bool_ else data.dtype)
     return data
+
+
+def _on_plane(points: Points, planar: bool) -> Points:
+    """The clicks on a planar image as ``[i, j, 0]`` (clients send ``[i, j]`` or
+    ``[i, j, 0]``); on a volume, as they are."""
+    if not planar:
+        return points
+    return [[*point, 0] if len(point) == 2 else point for point in points]
 
 
 def _checked(

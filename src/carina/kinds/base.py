@@ -72,11 +72,14 @@ class InferenceResult:
         crop: the part of the image the model looked at, half-open ``[[i0, i1], [j0, j1], ...]``
             (interactive kinds), else None.
         timings: seconds per stage (``read``, ``pre``, ``infer``, ``post``).
+        warnings: what the user should know about the result (an image of another modality
+            than the model's).
     """
 
     label: Volume
     crop: list[list[int]] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 class Runner(Protocol):
@@ -122,7 +125,7 @@ def check_request(request: InferenceRequest, spec: ServingConfig) -> None:
         ImageReadError: an image the model cannot take.
         GuidanceError: a ``spatial_size`` of the wrong length.
     """
-    from carina.engine.predict import check_dimensions
+    from carina.engine.fit import check_dimensions
 
     image = request.image
     dimensions = spec.dimensions or 3

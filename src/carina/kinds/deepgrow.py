@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from carina.archive.schema import ServingConfig
-from carina.errors import ConfigError
+from carina.errors import ConfigError, GuidanceError
 from carina.kinds.base import (
     Guidance,
     InferenceRequest,
@@ -30,9 +30,19 @@ class DeepGrowRunner(NetworkRunner):
     predictor: InteractivePredictor
 
     def run(self, request: InferenceRequest) -> InferenceResult:
-        """The structure the foreground clicks are in; without one, an empty mask (clients may
-        send background clicks alone)."""
+        """The structure the foreground clicks are in; with background clicks alone, an empty
+        mask (clients may send them).
+
+        Raises:
+            GuidanceError: no click at all (the model was asked for automatic segmentation).
+        """
         image = request.image
+        if not request.foreground and not request.background:
+            raise GuidanceError(
+                "a DeepGrow model segments the structure under a person's clicks: give at least "
+                "one foreground click (params foreground, [[i, j, k]]); automatic segmentation "
+                "needs a segmentation model"
+            )
         if not request.foreground:
             return InferenceResult(image.with_array(np.zeros(image.shape, dtype=np.uint8)))
         result = self.predictor.deepgrow(

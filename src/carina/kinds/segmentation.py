@@ -36,7 +36,9 @@ class SegmentationRunner(NetworkRunner):
         channels = len(self.spec.labels) + 1
         check_work(4 * voxels * (2 + channels), request.max_work_bytes, "segmenting this image")
         prediction = self.predictor.predict(request.image, budget=request.max_work_bytes)
-        return InferenceResult(prediction.volume, timings=prediction.timings)
+        return InferenceResult(
+            prediction.volume, timings=prediction.timings, warnings=prediction.warnings
+        )
 
 
 def load(archive: Archive, device: str | None) -> Runner:

@@ -8,6 +8,7 @@ Everything is blocking and runs in the worker pool.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from carina.server.services.params import as_int, as_point, as_points, as_size
 from carina.server.services.registry import ModelInfo, ModelRegistry
 from carina.server.services.sessions import SessionStore
 from carina.settings import DEFAULT_MAX_WORK_BYTES
+
+log = logging.getLogger(__name__)
 
 #: How an uploaded image is named in messages (never by the client's file name).
 _SHOWN_NAME = "the uploaded image"
@@ -275,7 +278,13 @@ def infer(
         dicom=lambda: source.dicom_headers(sessions) if sessions is not None else [],
     )
     timings = {**result.timings, "read": read_seconds, "write": write}
-    return InferenceOutput(answer_params(prepared.info, request, result), data, name, timings)
+    answer = answer_params(prepared.info, request, result)
+    if result.warnings:  # clients show or ignore it; the log keeps it for the operator
+        answer["warnings"] = result.warnings
+        log.warning(
+            "inference warning", extra={"model": prepared.info.name, "warnings": result.warnings}
+        )
+    return InferenceOutput(answer, data, name, timings)
 
 
 def run_inference(

@@ -93,12 +93,16 @@ def _integer(value: Any, key: str) -> int:
     raise RequestError(f"params.{key}: must be an integer, got {value!r}"[:200])
 
 
-def as_points(value: Any, key: str, *, dims: int = 3) -> list[list[int]]:
-    """A list of ``[i, j, k]`` voxel indices (JSON text accepted); a single point is a list of one.
+def as_points(value: Any, key: str, *, dims: int | tuple[int, ...] = (2, 3)) -> list[list[int]]:
+    """A list of ``[i, j, k]`` voxel indices, or ``[i, j]`` on a planar image (JSON text
+    accepted); a single point is a list of one. Whether the count fits the image is the model's
+    check.
 
     Raises:
         RequestError: not a list of points of ``dims`` integers.
     """
+    counts = (dims,) if isinstance(dims, int) else dims
+    shown = " or ".join(str(count) for count in counts)
     value = _unwrap(value, key)
     if value is None:
         return []
@@ -109,13 +113,13 @@ def as_points(value: Any, key: str, *, dims: int = 3) -> list[list[int]]:
     points = []
     for n, point in enumerate(value):
         point = _unwrap(point, f"{key}[{n}]")
-        if not isinstance(point, list) or len(point) != dims:
-            raise RequestError(f"params.{key}[{n}]: must be a point of {dims} integers")
+        if not isinstance(point, list) or len(point) not in counts:
+            raise RequestError(f"params.{key}[{n}]: must be a point of {shown} integers")
         points.append([as_int(v, f"{key}[{n}]") for v in point])
     return points
 
 
-def as_point(value: Any, key: str, *, dims: int = 3) -> list[int] | None:
+def as_point(value: Any, key: str, *, dims: int | tuple[int, ...] = (2, 3)) -> list[int] | None:
     """One point, as ``[i, j, k]`` or ``[[i, j, k]]`` (or JSON text of either); None if absent."""
     points = as_points(value, key, dims=dims)
     if not points:
