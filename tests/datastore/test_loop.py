@@ -79,7 +79,7 @@ def test_annotate_train_promote_refuse_rollback(tmp_path: Path, vertebra_images:
     assert chosen.startswith("spine_mr_vertebra")
     image_file = str(store.image_path(chosen))
     run("infer", str(workspace / "models/spine_vertebra"), image_file, "-o", str(tmp_path / "out"))
-    [output] = (tmp_path / "out").iterdir()
+    [output] = (tmp_path / "out").glob("*_seg.nii.gz")
     run("datastore", "label", chosen, str(output), "--tag", "original", "--by", "model", *ws)
     for image_id in ("spine_mr_vertebra_train", "spine_mr_vertebra_heldout"):
         run("datastore", "label", image_id, str(truth[image_id]), "--by", "annotator", *ws)
@@ -104,7 +104,7 @@ def test_annotate_train_promote_refuse_rollback(tmp_path: Path, vertebra_images:
     run(
         "infer", str(workspace / "models/spine_vertebra"), image_file, "-o", str(tmp_path / "again")
     )
-    assert len(list((tmp_path / "again").iterdir())) == 1
+    assert len(list((tmp_path / "again").glob("*_seg.nii.gz"))) == 1
 
 
 def _truth(root: Path, image_id: str) -> Path:

@@ -58,6 +58,9 @@ def test_cli_nproc_2_trains(tmp_path: Path, data_dir: Path) -> None:
     )
     assert process.returncode == 0, process.stderr[-3000:]
     assert (archive / "models" / "model.pt").is_file()
+    assert process.stdout.count("trained 1 epochs (3 steps)") == 1, "rank 0 alone reports"
+    epochs = [line for line in process.stderr.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 1 and epochs[0].startswith("epoch 1/1: loss "), process.stderr
 
 
 def test_launch_command_passes_the_rest_through() -> None:

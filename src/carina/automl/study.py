@@ -371,6 +371,10 @@ def run_trial(
     if result.stopped:
         study.tell(trial, state=TrialState.PRUNED)
         return TrialState.PRUNED
+    if result.best_metric is None:  # no validation scored: nothing to compare
+        trial.set_user_attr("error", "no validation Dice (validation never scored)")
+        study.tell(trial, state=TrialState.FAIL)
+        return TrialState.FAIL
     study.tell(trial, result.best_metric)
     return TrialState.COMPLETE
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from carina.cli.console import console, err_console
+from carina.cli.progress import TrainingDisplay, dice_text
+from carina.errors import ConfigError
 
 if TYPE_CHECKING:
     from carina.engine.train import TrainResult
@@ -39,54 +41,67 @@ def train(
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 (default: CUDA if present)."),
 ) -> None:
     """Train an archive; best weights to models/model.pt, last epoch to checkpoint_last.pt."""
-    if nproc > 1 or nnodes > 1:
-        from carina.engine.distributed import launch, torchrun_command
-
-        arguments = _without_launch_options(sys.argv[1:])
-        command = torchrun_command(
-            nproc,
-            arguments,
-            nnodes=nnodes,
-            node_rank=node_rank,
-            master_addr=master_addr,
-            master_port=master_port,
-        )
-        raise typer.Exit(launch(command, nproc=nproc))
+    distributed = nproc > 1 or nnodes > 1
     if datastore is not None:
+        if distributed:
+            raise ConfigError(
+                "--datastore", "", "trains in one process: leave out --nproc/--nnodes"
+            )
         _train_from_datastore(archive, datastore, device)
         return
     from carina.archive import Archive, parse_override
-    from carina.engine.train import TrainOptions, train_archive
+    from carina.engine.train import TrainOptions, check_training, train_archive
     from carina.settings import Settings
 
     opened = Archive.open(archive, overrides=dict(parse_override(s) for s in set_))
+    options = TrainOptions(
+        dataset=dataset,
+        data_dir=Settings().data_dir,
+        pretrained=pretrained,
+        freeze=freeze,
+        freeze_epochs=freeze_epochs,
+        resume=resume,
+        device=device,
+    )
+    if distributed:
+        check_training(opened, options)  # a config or data error: one line, not one per process
+        raise typer.Exit(_launch(nproc, nnodes, node_rank, master_addr, master_port))
     with TrainingDisplay() as display:
-        options = TrainOptions(
-            dataset=dataset,
-            data_dir=Settings().data_dir,
-            pretrained=pretrained,
-            freeze=freeze,
-            freeze_epochs=freeze_epochs,
-            resume=resume,
-            device=device,
-            progress=display.update,
-        )
+        options.progress, options.announce = display.update, display.announce
         result = train_archive(opened, options)
-    _report(result, opened.layout.weights)
+    if display.shown:  # the other ranks of --nproc N print nothing
+        _report(result, opened.layout.weights)
+
+
+def _launch(
+    nproc: int, nnodes: int, node_rank: int, master_addr: str | None, master_port: int | None
+) -> int:
+    """Run this command again under ``torchrun`` (without the launch options); its exit status."""
+    from carina.engine.distributed import launch, torchrun_command
+
+    command = torchrun_command(
+        nproc,
+        _without_launch_options(sys.argv[1:]),
+        nnodes=nnodes,
+        node_rank=node_rank,
+        master_addr=master_addr,
+        master_port=master_port,
+    )
+    return launch(command, nproc=nproc)
 
 
 def _report(result: TrainResult, weights: Path) -> None:
-    for note in result.notes:
-        err_console.print(f"note: {note}", style="yellow", highlight=False)
-    if result.transfer is not None:
-        for line in result.transfer.lines():
-            console.print(line, highlight=False)
-    if result.frozen:
-        console.print(f"frozen for the first phase: {len(result.frozen)} tensors", highlight=False)
+    """The summary after training (what setting up found was announced before it)."""
+    validation = (
+        "validation mean Dice not measured"
+        if result.best_metric is None
+        else f"best validation mean Dice {result.best_metric:.4f} at epoch {result.best_epoch}"
+    )
     console.print(
-        f"trained {result.epochs} epochs ({result.iterations} steps); best validation mean Dice "
-        f"{result.best_metric:.4f} at epoch {result.best_epoch}; weights in {weights}",
+        f"trained {result.epochs} epochs ({result.iterations} steps); {validation}; "
+        f"weights in {weights}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -148,12 +163,13 @@ def _train_from_datastore(archive: Path, workspace: Path, device: str | None) ->
             progress=display.update,
         )
     decision = result.decision
-    served = "none" if decision.served_dice is None else f"{decision.served_dice:.4f}"
+    served = "none" if decision.served_dice is None else dice_text(decision.served_dice)
     verdict = "promoted" if decision.promoted else "refused: the served model stays"
     console.print(
-        f"job {result.job}: validation mean Dice {decision.candidate_dice:.4f} (served: "
+        f"job {result.job}: validation mean Dice {dice_text(decision.candidate_dice)} (served: "
         f"{served}); {verdict}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -170,38 +186,3 @@ def _without_launch_options(arguments: list[str]) -> list[str]:
             continue
         out.append(argument)
     return out
-
-
-class TrainingDisplay:
-    """A rich progress bar for training: epoch, step, loss, validation Dice, ETA."""
-
-    def __enter__(self) -> TrainingDisplay:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("epoch {task.fields[epoch]}"),
-            BarColumn(),
-            TextColumn("step {task.completed}/{task.total}"),
-            TextColumn("loss {task.fields[loss]}"),
-            TextColumn("val Dice {task.fields[dice]}"),
-            TimeRemainingColumn(),
-            console=err_console,
-            transient=False,
-        )
-        self.progress.start()
-        self.task = self.progress.add_task("train", total=None, epoch="-", loss="-", dice="-")
-        return self
-
-    def update(self, report: dict[str, Any]) -> None:
-        dice = report.get("best_val_dice")
-        self.progress.update(
-            self.task,
-            total=report["iterations"],
-            completed=report["iteration"],
-            epoch=f"{report['epoch']}/{report['epochs']}",
-            loss=f"{report['loss']:.4f}" if report.get("loss") is not None else "-",
-            dice=f"{dice:.3f}" if dice is not None else "-",
-        )
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()

@@ -113,6 +113,7 @@ def simulate(
     """Run the job in FLARE's simulator; on success the global model becomes models/model.pt."""
     import tempfile
 
+    from carina.cli.progress import dice_text
     from carina.fl.simulate import simulate as run
     from carina.settings import Settings
 
@@ -123,7 +124,7 @@ def simulate(
 
     def show(report: dict[str, Any]) -> None:
         scores = ", ".join(
-            f"{name} {metrics.get('global_dice', float('nan')):.3f}"
+            f"{name} {dice_text(metrics.get('global_dice'), digits=3)}"
             for name, metrics in sorted(report["sites"].items())
         )
         err_console.print(
@@ -139,10 +140,10 @@ def simulate(
             timeout=timeout,
             progress=show,
         )
-    finals = ", ".join(f"{name} {dice:.4f}" for name, dice in result.final.items())
+    finals = ", ".join(f"{name} {dice_text(dice)}" for name, dice in result.final.items())
     console.print(
         f"{spec.rounds} rounds in {result.seconds:.0f} s; final global model Dice: {finals} "
-        f"(mean {result.mean_dice:.4f}); weights in {result.weights}"
+        f"(mean {dice_text(result.mean_dice)}); weights in {result.weights}"
         + (f", previous kept as {result.previous.name}" if result.previous else ""),
         highlight=False,
     )

@@ -29,6 +29,7 @@ from carina.cli import serve as serve_commands
 from carina.cli import users as users_commands
 from carina.cli import zoo as zoo_commands
 from carina.cli.console import err_console
+from carina.cli.verbosity import quiet, verbose
 from carina.errors import CarinaError
 
 app = typer.Typer(
@@ -75,12 +76,23 @@ def _root(
         callback=_show_version,
         is_eager=True,
     ),
+    verbosity: int = typer.Option(
+        0,
+        "-v",
+        "--verbose",
+        count=True,
+        show_default=False,
+        help="Also show third-party warnings and log lines (INFO; -vv: DEBUG).",
+    ),
 ) -> None:
     """Carina command line."""
+    verbose(verbosity)
 
 
 def main() -> None:
-    """Run the command line; a Carina error becomes one red line and exit status 1."""
+    """Run the command line; a Carina error becomes one red line and exit status 1. Third-party
+    warnings and log lines stay out of the output unless ``-v`` asks for them."""
+    quiet()
     try:
         app()
     except CarinaError as exc:

@@ -88,7 +88,7 @@ def build(
 ) -> None:
     """Retrain a zoo archive from the shipped data, validate it and print its metric."""
     from carina.archive import parse_override
-    from carina.cli.engine import TrainingDisplay
+    from carina.cli.progress import TrainingDisplay
     from carina.settings import Settings
     from carina.zoo.build import build_archive
 

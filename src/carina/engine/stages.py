@@ -3,7 +3,8 @@ optimisation, and MONAI's trainer and evaluator with their data loaders."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,12 @@ from carina.archive.layout import ArchiveLayout
 from carina.archive.schema import CacheMode, TrainSettings
 from carina.engine.data import CaseLists
 from carina.engine.distributed import DistributedContext
-from carina.engine.handlers import BestWeights
+from carina.engine.handlers import (
+    PER_LABEL_DICE,
+    BestWeights,
+    write_learning_rate,
+    write_validation,
+)
 
 
 @dataclass
@@ -46,13 +52,15 @@ class Optimisation:
 
 @dataclass
 class Engines:
-    """MONAI's trainer and evaluator, wired to the network on its device."""
+    """MONAI's trainer and evaluator, wired to the network on its device; ``labels`` names the
+    output channels validation scores."""
 
     trainer: Any
     evaluator: Any
     network: torch.nn.Module
     device: torch.device
     amp: bool
+    labels: list[str] = field(default_factory=list)
 
 
 def build_evaluator(
@@ -61,12 +69,14 @@ def build_evaluator(
     loader: Any,
     *,
     outputs: int,
+    labels: list[str],
     layout: ArchiveLayout | None,
     device: torch.device,
     amp: bool,
 ) -> Any:
-    """MONAI's evaluator: the validation inferer, mean Dice of ``outputs`` channels, and (given
-    the archive's ``layout``) best weights and TensorBoard."""
+    """MONAI's evaluator: the validation inferer, mean Dice of ``outputs`` channels and the Dice
+    of each (named by ``labels``), and (given the archive's ``layout``) best weights and
+    TensorBoard."""
     from monai.engines import SupervisedEvaluator
     from monai.handlers import MeanDice, TensorBoardStatsHandler, from_engine
     from monai.transforms import Activationsd, AsDiscreted, Compose
@@ -83,19 +93,23 @@ def build_evaluator(
     if layout is not None:  # the main process keeps the best weights and the logs
         handlers.append(BestWeights(layout.weights, network))
         handlers.append(
-            TensorBoardStatsHandler(log_dir=str(layout.logs_dir), output_transform=lambda _: None)
+            TensorBoardStatsHandler(
+                log_dir=str(layout.logs_dir),
+                output_transform=lambda _: None,
+                epoch_event_writer=partial(write_validation, labels=labels),
+            )
         )
+    dice = partial(
+        MeanDice, include_background=False, output_transform=from_engine(["pred", "label"])
+    )
     return SupervisedEvaluator(
         device=device,
         val_data_loader=loader,
         network=network,
         inferer=data.val_inferer,
         postprocessing=post,
-        key_val_metric={
-            "val_mean_dice": MeanDice(
-                include_background=False, output_transform=from_engine(["pred", "label"])
-            )
-        },
+        key_val_metric={"val_mean_dice": dice()},
+        additional_metrics={PER_LABEL_DICE: dice(reduction="mean_batch")},
         val_handlers=handlers,
         amp=amp,
         iteration_update=data.val_iteration_update,
@@ -115,7 +129,7 @@ def build_trainer(
     amp: bool,
 ) -> Any:
     """MONAI's trainer: validation every ``val_interval`` epochs, the schedule, and (given a
-    ``logs`` folder) the loss on the console and in TensorBoard."""
+    ``logs`` folder) the loss in the log and the loss and learning rate in TensorBoard."""
     from monai.engines import SupervisedTrainer
     from monai.handlers import (
         LrScheduleHandler,
@@ -128,15 +142,18 @@ def build_trainer(
     handlers: list[Any] = [
         ValidationHandler(validator=evaluator, interval=settings.val_interval, epoch_level=True)
     ]
-    if optimisation.scheduler is not None:
-        handlers.append(LrScheduleHandler(optimisation.scheduler, print_lr=False))
-    if logs is not None:  # the main process logs the loss
+    if logs is not None:  # the main process logs the loss (and the rate, before the schedule)
         handlers += [
             StatsHandler(iteration_log=False, tag_name="loss", output_transform=loss_of),
             TensorBoardStatsHandler(
-                log_dir=str(logs), tag_name="train_loss", output_transform=loss_of
+                log_dir=str(logs),
+                tag_name="train_loss",
+                output_transform=loss_of,
+                epoch_event_writer=write_learning_rate,
             ),
         ]
+    if optimisation.scheduler is not None:
+        handlers.append(LrScheduleHandler(optimisation.scheduler, print_lr=False))
     trainer = SupervisedTrainer(
         device=device,
         max_epochs=settings.epochs,

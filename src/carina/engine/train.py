@@ -19,7 +19,7 @@ import torch
 from carina.archive import Archive
 from carina.engine.data import record_trained_on, resolve_cases
 from carina.engine.distributed import DistributedContext
-from carina.engine.handlers import LastCheckpoint, Progress, Unfreeze, unwrap
+from carina.engine.handlers import LastCheckpoint, Progress, Unfreeze, channel_names, unwrap
 from carina.engine.network import build_network, pick_device
 from carina.engine.stages import (
     Engines,
@@ -48,7 +48,10 @@ class TrainOptions:
         freeze_epochs: how many epochs the first phase lasts (default: half of the epochs).
         resume: continue from ``models/checkpoint_last.pt``.
         device: ``cpu``, ``cuda``, ``cuda:1``... (default: CUDA when present).
-        progress: called with progress reports on rank 0.
+        progress: called with progress reports on rank 0 (see :class:`Progress`).
+        announce: called on rank 0 before the first step with each line a person should read
+            first: the config's notes, what the pretrained weights loaded and skipped, what is
+            frozen.
     """
 
     dataset: Path | None = None
@@ -59,16 +62,18 @@ class TrainOptions:
     resume: bool = False
     device: str | None = None
     progress: Callable[[dict[str, Any]], None] | None = None
+    announce: Callable[[str], None] | None = None
 
 
 @dataclass
 class TrainResult:
-    """The outcome of a training run (``seconds``: the trainer's run, validation included;
-    ``stopped``: it ended before its last epoch)."""
+    """The outcome of a training run (``best_metric``, ``best_epoch``, ``last_metric``: validation
+    mean Dice, None when no validation scored; ``seconds``: the trainer's run, validation
+    included; ``stopped``: it ended before its last epoch)."""
 
-    best_metric: float
-    best_epoch: int
-    last_metric: float
+    best_metric: float | None
+    best_epoch: int | None
+    last_metric: float | None
     epochs: int
     iterations: int
     device: str
@@ -123,6 +128,7 @@ class TrainingRun:
                 set_determinism(seed=seed + self.context.rank)  # each rank its own augmentations
             engines = self.engines(data, network, optimisation)
             self.handlers(engines, optimisation)
+            self.announce()
             seconds = self.run(engines)
             result = self.finish(engines, seconds)
             self.context.barrier()  # ranks leave together: gloo aborts one whose peer is gone
@@ -210,11 +216,14 @@ class TrainingRun:
         train_loader, val_loader = build_loaders(self.settings, data, layout.root, context)
         amp = self.settings.amp and device.type == "cuda"
         main = layout if context.is_main else None
+        outputs = self.output_channels(network)
+        labels = channel_names(data.cases.labels, outputs)
         evaluator = build_evaluator(
             data,
             placed,
             val_loader,
-            outputs=self.output_channels(network),
+            outputs=outputs,
+            labels=labels,
             layout=main,
             device=device,
             amp=amp,
@@ -230,7 +239,7 @@ class TrainingRun:
             device=device,
             amp=amp,
         )
-        return Engines(trainer, evaluator, placed, device, amp)
+        return Engines(trainer, evaluator, placed, device, amp, labels)
 
     def handlers(self, engines: Engines, optimisation: Optimisation) -> None:
         """Carina's handlers: the last checkpoint and progress (rank 0), unfreezing after the
@@ -248,12 +257,11 @@ class TrainingRun:
                 evaluator=evaluator,
             ).attach(trainer)
             if options.progress is not None:
-                Progress(options.progress, evaluator=evaluator).attach(trainer)
+                Progress(options.progress, evaluator=evaluator, labels=engines.labels).attach(
+                    trainer
+                )
         if self.frozen:
-            epochs = options.freeze_epochs
-            Unfreeze(
-                network, self.frozen, epochs=self.settings.epochs // 2 if epochs is None else epochs
-            ).attach(trainer)
+            Unfreeze(network, self.frozen, epochs=self.freeze_epochs).attach(trainer)
         if options.resume:
             load: dict[str, Any] = {
                 "network": network,
@@ -266,6 +274,27 @@ class TrainingRun:
                 load_path=str(layout.last_checkpoint), load_dict=load, map_location=cast(Any, "cpu")
             ).attach(trainer)
             restore_best(layout.last_checkpoint, evaluator)
+
+    def announce(self) -> None:
+        """Tell ``options.announce`` (on rank 0) what setting up found, before the first step:
+        the config's notes, the pretrained weights loaded and skipped, the frozen tensors."""
+        tell = self.options.announce
+        if tell is None or not self.context.is_main:
+            return
+        lines = [f"note: {note}" for note in self.config.resolved.notes]
+        lines += self.transfer.lines() if self.transfer is not None else []
+        if self.frozen:
+            lines.append(
+                f"frozen until epoch {self.freeze_epochs} ends: {len(self.frozen)} tensors"
+            )
+        for line in lines:
+            tell(line)
+
+    @property
+    def freeze_epochs(self) -> int:
+        """The epochs of the first phase, in which the frozen tensors do not train."""
+        epochs = self.options.freeze_epochs
+        return self.settings.epochs // 2 if epochs is None else epochs
 
     def run(self, engines: Engines) -> float:
         """Train; returns the seconds it took (validation included)."""
@@ -282,10 +311,12 @@ class TrainingRun:
             torch.save(network.state_dict(), layout.weights)
         if self.context.is_main:
             record_trained_on(self.archive, self.options.dataset)
+        best_epoch = int(getattr(evaluator.state, "best_metric_epoch", -1))  # MONAI's -1: none
+        last = evaluator.state.metrics.get("val_mean_dice")
         return TrainResult(
-            best_metric=float(getattr(evaluator.state, "best_metric", -1.0)),
-            best_epoch=int(getattr(evaluator.state, "best_metric_epoch", -1)),
-            last_metric=float(evaluator.state.metrics.get("val_mean_dice", -1.0)),
+            best_metric=float(evaluator.state.best_metric) if best_epoch > 0 else None,
+            best_epoch=best_epoch if best_epoch > 0 else None,
+            last_metric=float(last) if last is not None else None,
             epochs=int(trainer.state.epoch),
             iterations=int(trainer.state.iteration),
             device=str(engines.device),

@@ -9,6 +9,7 @@ and returns the new weights with its metrics.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -148,9 +149,10 @@ class LocalSite:
         attach = [make(start) for make in self.handlers]
         result = SiteTraining(archive, options, start=start, attach=attach).execute()
         trained = to_numpy(result.network.state_dict())
+        local_dice = math.nan if result.last_metric is None else result.last_metric
         metrics = {
             "global_dice": global_dice,
-            "local_dice": result.last_metric,
+            "local_dice": local_dice,
             "steps": float(result.iterations),
             "epochs": float(result.epochs),
         }
@@ -158,7 +160,7 @@ class LocalSite:
             "round %d: global Dice %.4f, after local training %.4f",
             round_,
             global_dice,
-            result.last_metric,
+            local_dice,
         )
         meta = finish(result.network, result.iterations) if finish is not None else {}
         return RoundResult(weights=trained, metrics=metrics, steps=result.iterations, meta=meta)
