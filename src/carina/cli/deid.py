@@ -29,6 +29,7 @@ class Option(StrEnum):
 _OPTION = typer.Option(
     [],
     "--option",
+    metavar="OPTION",
     help="Turn an option on (repeatable). On by default: retain-modified-dates (113107), "
     "retain-patient-characteristics (113108, ages over 89 as 090Y), clean-descriptors "
     "(113105); off: retain-safe-private (113111, with --safe-private).",
@@ -49,7 +50,9 @@ def deid(
         None, "-o", "--output", help="Output folder: OUT/<study>/<series>/<instance>.dcm."
     ),
     option: list[Option] = _OPTION,
-    no_option: list[Option] = typer.Option([], "--no-option", help="Turn an option off."),
+    no_option: list[Option] = typer.Option(
+        [], "--no-option", metavar="OPTION", help="Turn an option off (one of --option's)."
+    ),
     safe_harbor: bool = typer.Option(
         False, "--safe-harbor", help="HIPAA Safe Harbor dates: years only, times removed."
     ),

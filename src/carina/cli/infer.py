@@ -19,7 +19,6 @@ def infer(
     archive: Path = typer.Argument(..., help="Archive folder."),
     inputs: list[Path] | None = typer.Argument(
         None,
-        metavar="[INPUT]...",
         help="Image files, folders (each image file in it, each DICOM series) or DICOM zips. "
         "None: the archive's dataset (its test images, else its validation images).",
     ),

@@ -29,8 +29,11 @@ from carina.cli import serve as serve_commands
 from carina.cli import users as users_commands
 from carina.cli import zoo as zoo_commands
 from carina.cli.console import err_console
+from carina.cli.placeholders import show_one_value_types
 from carina.cli.verbosity import quiet, verbose
 from carina.errors import CarinaError
+
+show_one_value_types()
 
 app = typer.Typer(
     name="carina",

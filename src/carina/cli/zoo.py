@@ -81,12 +81,19 @@ def verify(
 @app.command("build")
 def build(
     name: str = typer.Argument(..., help="Archive to (re)build from its example config."),
-    output: Path | None = typer.Option(None, help="Where to write it (default: the package zoo)."),
+    output: Path = typer.Option(
+        Path("zoo"),
+        "-o",
+        "--output",
+        help="Zoo folder to write: OUTPUT/archives/NAME and its entry in OUTPUT/index.json "
+        "(never the installed package; in a clone, src/carina/zoo regenerates the shipped zoo).",
+    ),
     set_: list[str] = typer.Option(
         [], "--set", metavar="NAME=VALUE", help="NAME=VALUE overrides, as for carina train."
     ),
 ) -> None:
-    """Retrain a zoo archive from the shipped data, validate it and print its metric."""
+    """Retrain a zoo archive from the shipped data into a zoo folder, validate it and print its
+    metric."""
     from carina.archive import parse_override
     from carina.cli.progress import TrainingDisplay
     from carina.settings import Settings

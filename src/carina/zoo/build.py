@@ -15,7 +15,14 @@ from carina.archive.pack import archive_files, sha256_file
 from carina.engine.train import TrainOptions, train_archive
 from carina.errors import ArchiveError
 from carina.kinds import validate_archive
-from carina.zoo.index import ARCHIVES, ZooEntry, load_index, save_index, zoo_archive_path
+from carina.zoo.index import (
+    ARCHIVES,
+    INDEX_PATH,
+    ZooEntry,
+    load_index,
+    save_index,
+    zoo_archive_path,
+)
 
 #: The example archives, when Carina runs from a clone.
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "archives"
@@ -45,15 +52,17 @@ def build_source(name: str) -> Path:
 def build_archive(
     name: str,
     *,
-    output: Path | None = None,
+    output: Path,
     data_dir: Path,
     overrides: dict[str, Any] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> BuildResult:
-    """Train ``name`` from its example config, validate it, and write a zoo archive.
+    """Train ``name`` from its example config, validate it, and write it into the zoo folder
+    ``output``.
 
     The archive (configs, docs, ``models/model.pt``, ``eval/metrics.json``, ``manifest.json``) goes
-    to ``output`` (default: the package's zoo folder, whose index is then updated).
+    to ``output/archives/NAME`` and its entry into ``output/index.json``: the layout of the
+    package's zoo (``src/carina/zoo`` in a clone), which is written only when it is ``output``.
 
     Raises:
         ArchiveError, ConfigError: no config, or training problems.
@@ -71,19 +80,21 @@ def build_archive(
         return package_archive(work, name, output=output, data_dir=data_dir)
 
 
-def package_archive(
-    trained: Path, name: str, *, output: Path | None = None, data_dir: Path
-) -> BuildResult:
-    """Validate a trained archive folder and write it as the zoo archive ``name``.
+def package_archive(trained: Path, name: str, *, output: Path, data_dir: Path) -> BuildResult:
+    """Validate a trained archive folder and write it as the archive ``name`` of the zoo folder
+    ``output``.
 
     The second half of :func:`build_archive`: held-out metrics (``eval/metrics.json`` and the
     README's metrics section), no training leftovers (last checkpoint, logs), the manifest, and the
-    index entry when the target is the package's zoo folder. ``trained`` itself is left as it is.
+    entry in ``output/index.json``. ``trained`` itself is left as it is.
 
     Raises:
-        ArchiveError, ConfigError: not a trained archive.
+        ArchiveError, ConfigError: not a trained archive, or ``output/archives/NAME`` is a folder
+            that is not an archive.
     """
-    target = output or zoo_archive_path(name)
+    target = output / ARCHIVES.name / name
+    if target.exists() and not (target / "config").is_dir():
+        raise ArchiveError(f"{target} is not an archive to replace; choose another output folder")
     with tempfile.TemporaryDirectory(prefix=f"carina-package-{name}-") as tmp:
         work = Path(tmp) / name
         shutil.copytree(
@@ -97,10 +108,20 @@ def package_archive(
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(work, target)
     write_manifest(target)
-    serving = Archive.open(target).serving_config()
     metrics = json.loads((target / "eval" / "metrics.json").read_text())
-    previous = load_index().get(name) if target.parent == ARCHIVES else None
-    entry = ZooEntry(
+    index = output / INDEX_PATH.name
+    entries = load_index(index)
+    known = entries.get(name) or load_index().get(name)
+    entries[name] = _zoo_entry(target, name, metrics, known_license=known.license if known else "")
+    save_index(entries, index)
+    return BuildResult(target, metrics, entries[name])
+
+
+def _zoo_entry(target: Path, name: str, metrics: dict[str, Any], *, known_license: str) -> ZooEntry:
+    """The index entry of the archive at ``target`` (``known_license`` when its config names
+    none)."""
+    serving = Archive.open(target).serving_config()
+    return ZooEntry(
         name=name,
         version=serving.version,
         type=serving.type,
@@ -115,13 +136,8 @@ def package_archive(
             "split": metrics["split"],
         },
         source=f"carina zoo build {name} (examples/archives/{name}; data {metrics['dataset']})",
-        license=serving.license or (previous.license if previous else ""),
+        license=serving.license or known_license,
     )
-    if target.parent == ARCHIVES:
-        entries = load_index()
-        entries[name] = entry
-        save_index(entries)
-    return BuildResult(target, metrics, entry)
 
 
 _BEGIN = "<!-- metrics: written by carina zoo build -->"
