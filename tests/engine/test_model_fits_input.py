@@ -6,7 +6,6 @@ model that declares CT (a warning), a CUDA device this machine lacks."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,11 +162,8 @@ def test_an_mr_given_to_a_model_that_declares_ct_warns(
     from carina.data import locate_sample
     from carina.zoo.install import zoo_archive_path
 
-    archive = tmp_path / "ct_model"
-    shutil.copytree(zoo_archive_path(MODEL), archive)
-    config = archive / "config" / "config_aiaa.json"
-    config.write_text(json.dumps({**json.loads(config.read_text()), "modality": "CT"}))
     mr = locate_sample("spine_mr_image")
+    archive = zoo_archive_path(MODEL)  # its config_aiaa.json declares "modality": "CT"
     done = CliRunner().invoke(
         app, ["infer", str(archive), str(mr), str(spine_ct_path), "-o", str(tmp_path / "out")]
     )
@@ -175,10 +171,26 @@ def test_an_mr_given_to_a_model_that_declares_ct_warns(
     warning = "warning: sub-mri_label-6_T2w.nii.gz has no voxel below -500 HU (no air)"
     assert warning in done.output and "trained on CT" in done.output
     assert done.output.count("warning:") == 1  # the CT itself runs without one
-    answer = server.post(
-        f"/v1/segmentation?model={MODEL}",
-        files={"datapoint": ("mr.nii.gz", mr.read_bytes())},
-        data={"params": "{}"},
-    )
-    assert answer.status_code == 200
-    assert "warnings" not in read_answer(answer.content, answer.headers["content-type"]).params
+    for image, warned in ((mr, True), (spine_ct_path, False)):
+        answer = server.post(
+            f"/v1/segmentation?model={MODEL}",
+            files={"datapoint": ("image.nii.gz", image.read_bytes())},
+            data={"params": "{}"},
+        )
+        assert answer.status_code == 200
+        params = read_answer(answer.content, answer.headers["content-type"]).params
+        assert ("warnings" in params) is warned, params
+
+
+def test_a_dicom_mr_series_names_its_modality(tmp_path: Path) -> None:
+    from carina.data import locate_sample
+    from carina.data.dicom_series import write_dicom_series
+    from carina.engine.fit import modality_warning
+    from carina.io import load_volume
+
+    folder = tmp_path / "mr"
+    folder.mkdir()
+    write_dicom_series(load_volume(locate_sample("spine_mr_image")), folder, modality="MR")
+    warning = modality_warning(load_volume(folder), "CT", "mr")
+    assert warning == "mr is MR but this model was trained on CT: check the result"
+    assert modality_warning(load_volume(folder), "MR") is None
