@@ -219,10 +219,8 @@ def write_volumes_csv(results: Sequence[CaseResult], labels: Sequence[str], targ
     the mL of each label."""
     stream = io.StringIO()
     writer = csv.writer(stream)
-    units = [f"{name} (mL)" for name in labels]
-    writer.writerow(
-        ["case", "input", "series_uid", "output", "status", "reason", "seconds", *units]
-    )
+    header = ["case", "input", "series_uid", "output", "status", "reason", "warnings", "seconds"]
+    writer.writerow([*header, *(f"{name} (mL)" for name in labels)])
     for r in results:
         volumes = ["" if r.volumes_ml.get(n) is None else f"{r.volumes_ml[n]:.3f}" for n in labels]
         writer.writerow(
