@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages that tests need (a headless browser, PostgreSQL, Orthanc with its
-# DICOMweb plugin, dicom3tools' dciodvfy) when missing.
+# DICOMweb plugin, dicom3tools' dciodvfy, podman with mmdebstrap and runc for the image build test)
+# when missing.
 # Uses apt-get as root (or through sudo); elsewhere it says what to install and carries on.
 set -uo pipefail
 
@@ -20,6 +21,9 @@ fi
 if [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then
   missing+=(orthanc-dicomweb)
 fi
+for tool in podman mmdebstrap runc; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
