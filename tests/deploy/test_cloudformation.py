@@ -135,7 +135,7 @@ def test_every_parameter_is_used() -> None:
         }
         refs |= {
             node["Ref"]
-            for node in walk(body.get("Conditions", {}))
+            for node in walk([body.get("Conditions", {}), body.get("Rules", {})])
             if isinstance(node, dict) and "Ref" in node
         }
         text = repr(body["Resources"]) + repr(body.get("Outputs", {}))
@@ -153,7 +153,7 @@ def test_every_parameter_is_used() -> None:
         ),
         (
             "SourceCidrIP",
-            ["0.0.0.0/0", "203.0.113.7/32", "10.1.0.0/16"],
+            ["198.51.100.0/24", "203.0.113.7/32", "10.1.0.0/16"],
             ["203.0.113.7", "203.0.113.0/33", "any", ""],
         ),
         ("BastionAccessCidr", ["", "198.51.100.0/24"], ["198.51.100.0", "x/24"]),
@@ -494,12 +494,75 @@ def test_21_load_balancer_tls_policy_redirect_header_drop_and_idle_timeout() -> 
         for item in one("alb", "AWS::ElasticLoadBalancingV2::LoadBalancer")[
             "LoadBalancerAttributes"
         ]
+        if "Key" in item
     }
     assert attributes["routing.http.drop_invalid_header_fields.enabled"] == "true"
     assert attributes["idle_timeout.timeout_seconds"] == {"Ref": "AlbIdleTimeout"}
     assert attributes["deletion_protection.enabled"] == {"Ref": "AlbDeletionProtection"}
-    assert attributes["access_logs.s3.enabled"]["Fn::If"][0] == "HasAccessLogBucket"
     assert template("new-vpc")["Parameters"]["AlbIdleTimeout"]["Default"] >= 600
+
+
+def test_access_log_attributes_only_when_a_bucket_is_given() -> None:
+    """ELBv2 has been reported to refuse an empty ``access_logs.s3.bucket`` even with the logs
+    off: with no bucket, neither access-log attribute is set."""
+    attributes = one("alb", "AWS::ElasticLoadBalancingV2::LoadBalancer")["LoadBalancerAttributes"]
+    plain = {item["Key"] for item in attributes if "Key" in item}
+    assert not {key for key in plain if key.startswith("access_logs.")}
+    conditional = [item["Fn::If"] for item in attributes if "Fn::If" in item]
+    assert sorted(branch[1]["Key"] for branch in conditional) == [
+        "access_logs.s3.bucket",
+        "access_logs.s3.enabled",
+    ]
+    for condition, given, absent in conditional:
+        assert condition == "HasAccessLogBucket" and absent == {"Ref": "AWS::NoValue"}
+        assert given["Value"] in ("true", {"Ref": "AlbAccessLogBucket"})
+
+
+def test_the_data_key_and_audit_log_group_are_kept_with_the_file_system() -> None:
+    """A kept file system cannot be read once its KMS key is deleted (a 30-day schedule), and the
+    ECS Exec audit trail is in the deployment's log group: both follow EFSDeletionPolicy."""
+    cluster = template("ecs-cluster")
+    assert cluster["Transform"] == "AWS::LanguageExtensions"  # DeletionPolicy from a parameter
+    for name in ("DataKey", "LogGroup"):
+        resource = cluster["Resources"][name]
+        assert resource["DeletionPolicy"] == {"Ref": "EFSDeletionPolicy"}, name
+        assert resource["UpdateReplacePolicy"] == {"Ref": "EFSDeletionPolicy"}, name
+    exec_logs = cluster["Resources"]["Cluster"]["Properties"]["Configuration"]
+    assert exec_logs["ExecuteCommandConfiguration"]["LogConfiguration"] == {
+        "CloudWatchLogGroupName": {"Ref": "LogGroup"},
+        "CloudWatchEncryptionEnabled": True,
+    }
+    for entry in ENTRIES:
+        stack = template(entry)["Resources"]["ECSCluster"]["Properties"]["Parameters"]
+        assert stack["EFSDeletionPolicy"] == {"Ref": "EFSDeletionPolicy"}, entry
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_source_cidr_0_0_0_0_is_refused_unless_allow_internet(entry: str) -> None:
+    assert not rules_refuse(entry)
+    (refused,) = rules_refuse(entry, SourceCidrIP="0.0.0.0/0")
+    assert "whole internet" in refused and "AllowInternet=true" in refused
+    assert not rules_refuse(entry, SourceCidrIP="0.0.0.0/0", AllowInternet="true")
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_admin_api_is_closed_from_the_internet_and_ecs_exec_off_by_default(entry: str) -> None:
+    parameters = template(entry)["Parameters"]
+    assert parameters["AdminApiFromInternet"]["Default"] == "deny"
+    assert parameters["EnableECSExec"]["Default"] == "false"
+    stack = template(entry)["Resources"]["CarinaService"]["Properties"]["Parameters"]
+    assert stack["EnableECSExec"] == {"Ref": "EnableECSExec"}
+    role = resources("service")["TaskRole"]["Properties"]
+    statements = role["Policies"][0]["PolicyDocument"]["Statement"]
+    exec_only = [item["Fn::If"] for item in statements if "Fn::If" in item]
+    assert {branch[1]["Sid"] for branch in exec_only} == {
+        "ExecuteCommandChannels",
+        "ExecuteCommandTranscripts",
+        "ExecuteCommandEncryption",
+    }
+    assert all(
+        branch[0] == "ExecOn" and branch[2] == {"Ref": "AWS::NoValue"} for branch in exec_only
+    )
 
 
 def test_22_health_checks_container_insights_and_encrypted_retained_logs() -> None:
@@ -532,7 +595,9 @@ def test_23_key_pairs_optional_session_manager_and_ecs_exec() -> None:
     assert template("new-vpc")["Parameters"]["CreateBastion"]["Default"] == "false"
     host = one("ecs-cluster", "AWS::IAM::Role")["ManagedPolicyArns"]
     assert {"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"} in host
-    assert one("service", "AWS::ECS::Service")["EnableExecuteCommand"] is True
+    assert one("service", "AWS::ECS::Service")["EnableExecuteCommand"] == {
+        "Fn::If": ["ExecOn", True, False]
+    }
     container = one("service", "AWS::ECS::TaskDefinition")["ContainerDefinitions"][0]
     assert container["LinuxParameters"]["InitProcessEnabled"] is True
 
@@ -586,4 +651,7 @@ def test_language_extensions_need_the_auto_expand_capability() -> None:
     from carina.cloud.stacks import CAPABILITIES
 
     assert "CAPABILITY_AUTO_EXPAND" in CAPABILITIES
-    assert {name for name in ALL if "Transform" in template(name)} == {"efs.yaml"}
+    assert {name for name in ALL if "Transform" in template(name)} == {
+        "efs.yaml",
+        "ecs-cluster.yaml",
+    }
