@@ -565,6 +565,23 @@ def test_admin_api_is_closed_from_the_internet_and_ecs_exec_off_by_default(entry
     )
 
 
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_the_task_must_fit_the_instance_type(entry: str) -> None:
+    """g4dn.xlarge and g5.xlarge pass the instance pattern but cannot hold the default task (24 GiB
+    on a 16 GiB host), and no GPU count above the host's can be placed: a Rule says so before any
+    resource is made."""
+    (memory,) = rules_refuse(entry, ECSHostInstanceType="g5.xlarge")
+    assert "16 GiB" in memory and "TaskMemory" in memory
+    assert rules_refuse(entry, ECSHostInstanceType="g4dn.xlarge")
+    assert not rules_refuse(entry, ECSHostInstanceType="g4dn.xlarge", TaskMemory="12288")
+    assert rules_refuse(entry, ECSHostInstanceType="g6e.xlarge", TaskMemory="32768")
+    (gpus,) = rules_refuse(entry, ECSHostInstanceType="g5.2xlarge", GpuCount="2")
+    assert "one GPU" in gpus
+    assert not rules_refuse(entry, ECSHostInstanceType="g5.12xlarge", GpuCount="4")
+    assert rules_refuse(entry, ECSHostInstanceType="g5.12xlarge", GpuCount="8")
+    assert not rules_refuse(entry, ECSHostInstanceType="p4d.24xlarge", GpuCount="8")
+
+
 def test_22_health_checks_container_insights_and_encrypted_retained_logs() -> None:
     group = one("alb", "AWS::ElasticLoadBalancingV2::TargetGroup")
     assert group["HealthCheckPath"] == "/health/ready"
