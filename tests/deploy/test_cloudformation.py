@@ -582,6 +582,30 @@ def test_the_task_must_fit_the_instance_type(entry: str) -> None:
     assert not rules_refuse(entry, ECSHostInstanceType="p4d.24xlarge", GpuCount="8")
 
 
+def test_an_internal_load_balancer_and_an_optional_waf_with_a_rate_limit() -> None:
+    alb = template("alb")
+    balancer = alb["Resources"]["LoadBalancer"]["Properties"]
+    assert balancer["Scheme"] == {"Ref": "LoadBalancerScheme"}
+    assert balancer["Subnets"]["Fn::If"][0] == "Internal"
+    assert alb["Parameters"]["LoadBalancerScheme"]["Default"] == "internet-facing"
+    acl = alb["Resources"]["WebACL"]
+    assert acl["Condition"] == "WAFOn" and alb["Parameters"]["EnableWAF"]["Default"] == "false"
+    rules = {rule["Name"]: rule for rule in acl["Properties"]["Rules"]}
+    rate = rules["RateLimitPerAddress"]["Statement"]["RateBasedStatement"]
+    assert rate == {"Limit": {"Ref": "WAFRateLimit"}, "AggregateKeyType": "IP"}
+    assert {
+        "AWSManagedRulesAmazonIpReputationList",
+        "AWSManagedRulesCommonRuleSet",
+        "AWSManagedRulesKnownBadInputsRuleSet",
+    } <= set(rules)
+    common = rules["AWSManagedRulesCommonRuleSet"]["Statement"]["ManagedRuleGroupStatement"]
+    counted = {item["Name"] for item in common["RuleActionOverrides"]}
+    assert "SizeRestrictions_BODY" in counted  # image uploads are megabytes
+    association = alb["Resources"]["WebACLAssociation"]
+    assert association["Condition"] == "WAFOn"
+    assert association["Properties"]["ResourceArn"] == {"Ref": "LoadBalancer"}
+
+
 def test_22_health_checks_container_insights_and_encrypted_retained_logs() -> None:
     group = one("alb", "AWS::ElasticLoadBalancingV2::TargetGroup")
     assert group["HealthCheckPath"] == "/health/ready"

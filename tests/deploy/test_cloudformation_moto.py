@@ -18,6 +18,12 @@ CASES = {
     "http": {"UseHTTPS": "HTTP", "CertificateID": ""},
     "retain-maxio": {"EFSDeletionPolicy": "Retain", "PerformanceMode": "maxIO"},
     "three-hosts-two-tasks": {"ClusterSize": "3", "DesiredServiceCount": "2"},
+    # (moto's CloudFormation has no AWS::WAFv2::WebACL: EnableWAF is checked statically)
+    "internal-exec-logs": {
+        "LoadBalancerScheme": "internal",
+        "EnableECSExec": "true",
+        "AlbAccessLogBucket": "my-alb-logs",
+    },
     "scaling-no-capacity-provider": {
         "DesiredServiceCount": "2",
         "MaxCount": "4",
