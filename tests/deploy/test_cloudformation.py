@@ -606,6 +606,24 @@ def test_an_internal_load_balancer_and_an_optional_waf_with_a_rate_limit() -> No
     assert association["Properties"]["ResourceArn"] == {"Ref": "LoadBalancer"}
 
 
+def test_a_kept_file_system_and_its_access_point_can_be_given_to_a_new_stack() -> None:
+    efs = template("efs")
+    assert efs["Resources"]["ElasticFileSystem"]["Condition"] == "NewFileSystem"
+    point = efs["Resources"]["WorkspaceAccessPoint"]
+    assert point["Condition"] == "NewAccessPoint"
+    assert point["DeletionPolicy"] == {"Ref": "EFSDeletionPolicy"}  # kept with the file system
+    chosen = {
+        "Fn::If": ["NewFileSystem", {"Ref": "ElasticFileSystem"}, {"Ref": "ExistingFileSystemId"}]
+    }
+    for name in ("MountTarget1", "MountTarget2", "WorkspaceAccessPoint"):
+        assert efs["Resources"][name]["Properties"]["FileSystemId"] == chosen, name
+    assert efs["Outputs"]["ElasticFileSystem"]["Value"] == chosen
+    for entry in ENTRIES:
+        stack = template(entry)["Resources"]["EFS"]["Properties"]["Parameters"]
+        assert stack["ExistingFileSystemId"] == {"Ref": "ExistingFileSystemId"}
+        assert stack["ExistingAccessPointId"] == {"Ref": "ExistingAccessPointId"}
+
+
 def test_22_health_checks_container_insights_and_encrypted_retained_logs() -> None:
     group = one("alb", "AWS::ElasticLoadBalancingV2::TargetGroup")
     assert group["HealthCheckPath"] == "/health/ready"

@@ -213,3 +213,21 @@ def test_packaging_puts_the_children_in_the_users_bucket() -> None:
         assert url == {
             "Fn::Sub": "https://${QSS3BucketName}.s3.${QSS3BucketRegion}.${AWS::URLSuffix}/${QSS3KeyPrefix}children/efs.json"
         }
+
+
+def test_a_kept_workspace_is_served_again_by_a_new_stack() -> None:
+    """EFSDeletionPolicy=Retain keeps the file system; ExistingFileSystemId gives it to a new stack,
+    which makes mount targets and an access point on it instead of a new file system."""
+    with mocked_aws():
+        import boto3
+
+        efs = boto3.client("efs", region_name=REGION)
+        kept = efs.create_file_system(CreationToken="kept-workspace", Encrypted=True)
+        found = deploy("new-vpc", ExistingFileSystemId=kept["FileSystemId"])
+        assert found.outputs["ElasticFileSystemId"] == kept["FileSystemId"]
+        systems = efs.describe_file_systems()["FileSystems"]
+        assert [s["FileSystemId"] for s in systems] == [kept["FileSystemId"]]  # none made
+        targets = efs.describe_mount_targets(FileSystemId=kept["FileSystemId"])["MountTargets"]
+        assert len(targets) == 2
+        (point,) = efs.describe_access_points(FileSystemId=kept["FileSystemId"])["AccessPoints"]
+        assert point["RootDirectory"]["Path"] == "/carina"
