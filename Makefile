@@ -21,7 +21,7 @@ CHECKOV := .tools/checkov/bin/checkov
 MONAILABEL_VERSION := 0.8.5
 MONAILABEL := .tools/monailabel/.installed
 
-.PHONY: venv tools system-deps lint typecheck test test-all demo docs benchmarks viewer-assets clean
+.PHONY: venv tools system-deps lint typecheck test test-all demo docs benchmarks viewer-assets dist clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -100,6 +100,12 @@ benchmarks: venv
 	$(BIN)/python benchmarks/viewer.py
 	$(BIN)/python benchmarks/fl.py
 	$(BIN)/python benchmarks/automl.py
+
+# A wheel in dist/ (the CloudFormation templates inside), for a machine without a
+# checkout: pip install 'dist/carina-<version>-py3-none-any.whl[cloud]'.
+dist: venv
+	rm -rf dist
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
 
 clean:
 	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache viewer/node_modules test-output
