@@ -262,8 +262,11 @@ def test_05_hosts_and_tasks_can_scale_out() -> None:
     assert policy["PolicyType"] == "TargetTrackingScaling"
     metric = policy["TargetTrackingScalingPolicyConfiguration"]["PredefinedMetricSpecification"]
     assert metric["PredefinedMetricType"] == "ALBRequestCountPerTarget"
-    for name in ALL:
-        assert not resources(name, "AWS::CloudWatch::Alarm"), "no CPU alarms on GPU work"
+    for name in ALL:  # the only alarms are alarms.yaml's, none of them on CPU for GPU work
+        alarms = resources(name, "AWS::CloudWatch::Alarm").values()
+        assert not [a for a in alarms if a["Properties"].get("MetricName") == "CPUUtilization"], (
+            name
+        )
 
 
 def test_06_no_fixed_names_collide_across_stacks() -> None:
@@ -379,9 +382,46 @@ def test_12_current_gpu_instance_types_are_allowed_in_both_entries() -> None:
 
 
 def test_13_no_dead_cloudwatch_agent_configuration() -> None:
+    """The CloudWatch agent runs on the hosts for one purpose, and that purpose is used: its GPU
+    metric is what the GpuSaturated alarm reads (no SSM parameter, no unread metrics)."""
     for name in ALL:
         assert not resources(name, "AWS::SSM::Parameter"), name
-        assert "amazon-cloudwatch-agent" not in ALL[name].read_text()
+    script = user_data()
+    assert "amazon-cloudwatch-agent-ctl -a fetch-config" in script
+    assert '"nvidia_gpu": {"measurement": ["utilization_gpu"' in script
+    assert '"AutoScalingGroupName": "${!aws:AutoScalingGroupName}"' in script
+    assert "|| echo" in script  # an agent that fails to start does not keep a host from serving
+    role = one("ecs-cluster", "AWS::IAM::Role")["ManagedPolicyArns"]
+    agent = "arn:${AWS::Partition}:iam::aws:policy/CloudWatchAgentServerPolicy"
+    assert {"Fn::Sub": agent} in role
+    gpu = resources("alarms")["GpuSaturated"]["Properties"]
+    assert (gpu["Namespace"], gpu["MetricName"]) == ("CWAgent", "nvidia_smi_utilization_gpu")
+
+
+def test_alarms_with_an_sns_e_mail_parameter() -> None:
+    alarms = template("alarms")
+    made = resources("alarms", "AWS::CloudWatch::Alarm")
+    assert set(made) == {"ServerErrorRate", "UnhealthyTargets", "GpuSaturated", "BurstCreditsLow"}
+    for name, alarm in made.items():
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+        assert alarm["Properties"]["TreatMissingData"] == "notBreaching", name
+    assert made["BurstCreditsLow"]["Condition"] == "Bursting"
+    rate = made["ServerErrorRate"]["Properties"]["Metrics"]
+    assert {m["MetricStat"]["Metric"]["MetricName"] for m in rate if "MetricStat" in m} == {
+        "HTTPCode_Target_5XX_Count",
+        "HTTPCode_ELB_5XX_Count",
+        "RequestCount",
+    }
+    topic = alarms["Resources"]["AlarmTopic"]["Properties"]
+    assert topic["KmsMasterKeyId"] == {"Ref": "KmsKeyArn"}
+    assert topic["Subscription"]["Fn::If"][0] == "HasEmail"
+    key = one("ecs-cluster", "AWS::KMS::Key")["KeyPolicy"]["Statement"]
+    publish = next(s for s in key if s["Sid"] == "CloudWatchAlarmsPublishToTheEncryptedTopic")
+    assert publish["Principal"] == {"Service": {"Fn::Sub": "cloudwatch.${AWS::URLSuffix}"}}
+    for entry in ENTRIES:
+        assert template(entry)["Parameters"]["AlarmEmail"]["Default"] == ""
+        stack = template(entry)["Resources"]["Alarms"]["Properties"]["Parameters"]
+        assert stack["AlarmEmail"] == {"Ref": "AlarmEmail"}
 
 
 def test_14_launch_templates_not_launch_configurations() -> None:

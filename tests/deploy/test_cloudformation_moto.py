@@ -18,9 +18,12 @@ CASES = {
     "http": {"UseHTTPS": "HTTP", "CertificateID": ""},
     "retain-maxio": {"EFSDeletionPolicy": "Retain", "PerformanceMode": "maxIO"},
     "three-hosts-two-tasks": {"ClusterSize": "3", "DesiredServiceCount": "2"},
-    # (moto's CloudFormation has no AWS::WAFv2::WebACL: EnableWAF is checked statically)
-    "internal-exec-logs": {
+    # (moto's CloudFormation skips WAFv2 and alarms: they are checked statically)
+    "internal-waf-exec-alarms": {
         "LoadBalancerScheme": "internal",
+        "EnableWAF": "true",
+        "AlarmEmail": "radiology-it@example.org",
+        "ThroughputMode": "bursting",
         "EnableECSExec": "true",
         "AlbAccessLogBucket": "my-alb-logs",
     },
@@ -31,6 +34,7 @@ CASES = {
     },
 }
 OUTPUTS = {
+    "AlarmTopic",
     "CarinaServiceUrl",
     "LoadBalancerDNSName",
     "ElasticFileSystemDnsName",
@@ -201,6 +205,7 @@ def test_packaging_puts_the_children_in_the_users_bucket() -> None:
         keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"])
         assert keys == [
             "carina/carina-existing-vpc.json",
+            "carina/children/alarms.json",
             "carina/children/alb.json",
             "carina/children/ecs-cluster.json",
             "carina/children/efs.json",
