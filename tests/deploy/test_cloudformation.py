@@ -664,6 +664,23 @@ def test_a_kept_file_system_and_its_access_point_can_be_given_to_a_new_stack() -
         assert stack["ExistingAccessPointId"] == {"Ref": "ExistingAccessPointId"}
 
 
+def test_the_ami_patch_path_is_a_stack_update() -> None:
+    """A stack update reads the SSM image parameter again; the launch template takes it, and the
+    hosts are replaced one at a time, each new one ready before the next (docs: patch the hosts)."""
+    for entry in ENTRIES:
+        parameter = template(entry)["Parameters"]["ECSAMI"]
+        assert parameter["Type"] == "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>"
+        assert parameter["Default"].endswith("/gpu/recommended/image_id")
+    launch = one("ecs-cluster", "AWS::EC2::LaunchTemplate")["LaunchTemplateData"]
+    assert launch["ImageId"] == {"Ref": "ECSAMI"}
+    group = resources("ecs-cluster")["HostGroup"]
+    rolling = group["UpdatePolicy"]["AutoScalingRollingUpdate"]
+    assert rolling["MaxBatchSize"] == 1 and rolling["WaitOnResourceSignals"] is True
+    assert group["Properties"]["LaunchTemplate"]["Version"] == {
+        "Fn::GetAtt": ["HostLaunchTemplate", "LatestVersionNumber"]
+    }
+
+
 def test_22_health_checks_container_insights_and_encrypted_retained_logs() -> None:
     group = one("alb", "AWS::ElasticLoadBalancingV2::TargetGroup")
     assert group["HealthCheckPath"] == "/health/ready"
