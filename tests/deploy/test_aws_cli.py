@@ -122,7 +122,7 @@ def test_package_prints_the_entry_url_and_refuses_a_missing_bucket() -> None:
             out.strip()
             == f"https://{BUCKET}.s3.{REGION}.amazonaws.com/prod/carina/carina-new-vpc.json"
         )
-        assert err.count("uploaded s3://") == 7
+        assert err.count("uploaded s3://") == 8
         result = CliRunner().invoke(app, ["aws", "package", "--bucket", "no-such-bucket"])
         assert result.exit_code == 1
         assert "no-such-bucket" in str(result.exception) and "bucket does not exist" in str(

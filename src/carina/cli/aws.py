@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -26,6 +26,9 @@ ENDPOINT = typer.Option(None, "--endpoint-url", help="Another endpoint (moto ser
 STACK = typer.Option(..., "--stack-name", help="Name of the stack.")
 BUCKET = typer.Option(..., "--bucket", help="Your S3 bucket for the templates.")
 PREFIX = typer.Option("carina/", "--prefix", help="Key prefix in the bucket, ending with '/'.")
+PARAM = typer.Option(
+    [], "--param", "-p", metavar="KEY=VALUE", help="KEY=VALUE for a template parameter (repeat)."
+)
 
 
 def _show_event(event: StackEvent) -> None:
@@ -70,13 +73,7 @@ def deploy(
     stack_name: str = STACK,
     bucket: str = BUCKET,
     template: str = TEMPLATE,
-    param: list[str] = typer.Option(
-        [],
-        "--param",
-        "-p",
-        metavar="KEY=VALUE",
-        help="KEY=VALUE for a template parameter (repeat).",
-    ),
+    param: list[str] = PARAM,
     prefix: str = PREFIX,
     wait: bool = typer.Option(False, "--wait/--no-wait", help="Follow the stack until it is done."),
     region: str | None = REGION,
@@ -122,6 +119,40 @@ def deploy(
         _show_outputs(outputs)
     else:
         err_console.print(f"started; follow it with `carina aws outputs --stack-name {stack_name}`")
+
+
+@app.command("doctor")
+def doctor(
+    template: str = TEMPLATE,
+    param: list[str] = PARAM,
+    bucket: str | None = typer.Option(None, "--bucket", help="Your S3 bucket for the templates."),
+    region: str | None = REGION,
+    profile: str | None = PROFILE,
+    endpoint_url: str | None = ENDPOINT,
+) -> None:
+    """Before a deploy: check what only you can do (GPU quota, certificate, template bucket,
+    image in ECR for linux/amd64, private subnets with NAT); exit status 1 if any is missing."""
+    import functools
+
+    from carina.cloud import check_parameters, entry_template, load_template, parse_assignments
+    from carina.cloud.doctor import run_doctor
+    from carina.cloud.session import aws_client
+
+    values = check_parameters(load_template(entry_template(template)), parse_assignments(param))
+
+    @functools.cache
+    def clients(service: str) -> Any:
+        return aws_client(service, region=region, profile=profile, endpoint_url=endpoint_url)
+
+    where = clients("cloudformation").meta.region_name
+    findings = run_doctor(values, region=where, bucket=bucket, clients=clients)
+    for found in findings:
+        mark = "[green]ok[/]     " if found.ok else "[red]missing[/]"
+        console.print(f"{mark} {found.check}: {found.detail}", highlight=False, soft_wrap=True)
+    missing = sum(1 for found in findings if not found.ok)
+    if missing:
+        err_console.print(f"{missing} to do before `carina aws deploy` in {where}", highlight=False)
+        raise typer.Exit(1)
 
 
 def _stack_exists(cfn: CloudFormationClient, name: str) -> bool:
