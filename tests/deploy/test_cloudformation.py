@@ -681,6 +681,37 @@ def test_the_ami_patch_path_is_a_stack_update() -> None:
     }
 
 
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_optional_oidc_or_cognito_sign_in_at_the_load_balancer_for_the_viewer(entry: str) -> None:
+    rule = resources("alb")["ViewerSignInRule"]
+    assert rule["Condition"] == "ViewerSignInOn"
+    properties = rule["Properties"]
+    assert properties["Conditions"][0]["PathPatternConfig"]["Values"] == ["/viewer", "/viewer/*"]
+    chosen, forward = properties["Actions"]
+    condition, cognito, oidc = chosen["Fn::If"]
+    assert condition == "ViewerCognito" and cognito["Type"] == "authenticate-cognito"
+    assert oidc["Type"] == "authenticate-oidc"
+    secret = oidc["AuthenticateOidcConfig"]["ClientSecret"]
+    assert secret == {"Fn::Sub": "{{resolve:secretsmanager:${ViewerOidcClientSecretArn}}}"}
+    assert forward == {"Type": "forward", "Order": 2, "TargetGroupArn": {"Ref": "TargetGroup"}}
+    assert not rules_refuse(entry)  # off by default
+    (https,) = rules_refuse(entry, ViewerSignIn="oidc", UseHTTPS="HTTP", CertificateID="", **OIDC)
+    assert "needs UseHTTPS=HTTPS" in https
+    (missing,) = rules_refuse(entry, ViewerSignIn="cognito")
+    assert "ViewerCognitoUserPoolArn" in missing
+    assert not rules_refuse(entry, ViewerSignIn="oidc", **OIDC)
+
+
+OIDC = {
+    "ViewerOidcIssuer": "https://id.example.org/realms/radiology",
+    "ViewerOidcAuthorizationEndpoint": "https://id.example.org/realms/radiology/auth",
+    "ViewerOidcTokenEndpoint": "https://id.example.org/realms/radiology/token",
+    "ViewerOidcUserInfoEndpoint": "https://id.example.org/realms/radiology/userinfo",
+    "ViewerOidcClientId": "carina-viewer",
+    "ViewerOidcClientSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:viewer-x1",
+}
+
+
 def test_22_health_checks_container_insights_and_encrypted_retained_logs() -> None:
     group = one("alb", "AWS::ElasticLoadBalancingV2::TargetGroup")
     assert group["HealthCheckPath"] == "/health/ready"
