@@ -712,6 +712,30 @@ OIDC = {
 }
 
 
+def test_the_sign_in_key_and_the_optional_api_token_come_from_secrets_manager() -> None:
+    """Users' sign-in tokens (MONAI Label's password grant) are signed with a key kept in Secrets
+    Manager, not on the EFS workspace; RequireApiToken=true puts a generated bearer token on every
+    API call (CARINA_API_TOKEN), off by default because NVIDIA's AIAA clients cannot send one."""
+    container = one("service", "AWS::ECS::TaskDefinition")["ContainerDefinitions"][0]
+    secrets = container["Secrets"]
+    assert {"Name": "CARINA_TOKEN_SECRET", "ValueFrom": {"Ref": "TokenSigningSecret"}} in secrets
+    (optional,) = [item["Fn::If"] for item in secrets if "Fn::If" in item]
+    assert optional[0] == "ApiTokenOn"
+    assert optional[1] == {"Name": "CARINA_API_TOKEN", "ValueFrom": {"Ref": "ApiTokenSecret"}}
+    made = resources("service", "AWS::SecretsManager::Secret")
+    assert made["ApiTokenSecret"]["Condition"] == "ApiTokenOn"
+    assert made["TokenSigningSecret"]["Properties"]["GenerateSecretString"]["PasswordLength"] >= 32
+    reads = resources("service")["ExecutionRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+    readable = reads["Statement"][0]["Resource"]
+    assert {"Ref": "TokenSigningSecret"} in readable
+    assert {
+        "Fn::If": ["ApiTokenOn", {"Ref": "ApiTokenSecret"}, {"Ref": "AWS::NoValue"}]
+    } in readable
+    for entry in ENTRIES:
+        assert template(entry)["Parameters"]["RequireApiToken"]["Default"] == "false"
+        assert template(entry)["Outputs"]["ApiTokenSecretArn"]["Condition"] == "ApiTokenRequired"
+
+
 def test_22_health_checks_container_insights_and_encrypted_retained_logs() -> None:
     group = one("alb", "AWS::ElasticLoadBalancingV2::TargetGroup")
     assert group["HealthCheckPath"] == "/health/ready"
@@ -758,12 +782,13 @@ def test_24_shared_memory_and_ulimits_for_pytorch() -> None:
 
 def test_25_admin_api_token_in_secrets_manager_and_optional_deny_rule() -> None:
     container = one("service", "AWS::ECS::TaskDefinition")["ContainerDefinitions"][0]
-    assert container["Secrets"] == [
-        {"Name": "CARINA_ADMIN_TOKEN", "ValueFrom": {"Ref": "AdminTokenSecret"}}
-    ]
-    secret = one("service", "AWS::SecretsManager::Secret")
-    assert secret["KmsKeyId"] == {"Ref": "DataKeyArn"}
-    assert secret["GenerateSecretString"]["PasswordLength"] >= 32
+    assert container["Secrets"][0] == {
+        "Name": "CARINA_ADMIN_TOKEN",
+        "ValueFrom": {"Ref": "AdminTokenSecret"},
+    }
+    for secret in resources("service", "AWS::SecretsManager::Secret").values():
+        assert secret["Properties"]["KmsKeyId"] == {"Ref": "DataKeyArn"}
+        assert secret["Properties"]["GenerateSecretString"]["PasswordLength"] >= 32
     rule = resources("alb")["DenyAdminRule"]
     assert rule["Condition"] == "DenyAdmin"
     assert rule["Properties"]["Actions"][0]["FixedResponseConfig"]["StatusCode"] == "403"

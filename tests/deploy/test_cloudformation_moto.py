@@ -23,6 +23,7 @@ CASES = {
         "LoadBalancerScheme": "internal",
         "EnableWAF": "true",
         "AlarmEmail": "radiology-it@example.org",
+        "RequireApiToken": "true",
         "ViewerSignIn": "cognito",
         "ViewerCognitoUserPoolArn": "arn:aws:cognito-idp:us-east-1:123456789012:userpool/us-east-1_abc",
         "ViewerCognitoClientId": "1example23456789",
@@ -85,9 +86,11 @@ def check_deployment(found: Deployment) -> None:
     assert {"type": "GPU", "value": "1"} in container["resourceRequirements"]
     environment = {item["name"]: item["value"] for item in container["environment"]}
     assert environment["CARINA_SSL_SELF_SIGNED"] == ("true" if https else "false")
-    assert container["secrets"] == [
-        {"name": "CARINA_ADMIN_TOKEN", "valueFrom": outputs["AdminTokenSecretArn"]}
-    ]
+    # (moto keeps an AWS::NoValue list item as None; CloudFormation drops it)
+    secrets = {item["name"]: item["valueFrom"] for item in container["secrets"] if item}
+    assert secrets["CARINA_ADMIN_TOKEN"] == outputs["AdminTokenSecretArn"]
+    assert "TokenSigningSecret" in secrets["CARINA_TOKEN_SECRET"]
+    assert secrets.get("CARINA_API_TOKEN") == outputs.get("ApiTokenSecretArn")
     assert container["mountPoints"][0]["containerPath"] == "/workspace"
 
     autoscaling = found.client("autoscaling")
