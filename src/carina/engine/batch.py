@@ -25,7 +25,7 @@ import numpy as np
 
 from carina.errors import CarinaError, ImageReadError
 from carina.files import atomic_write_bytes
-from carina.io.dicom_files import SeriesInfo, find_series
+from carina.io.dicom_files import SeriesInfo, find_series, folder_files
 from carina.io.formats import READ_SUFFIXES, suffix_of
 
 if TYPE_CHECKING:
@@ -98,8 +98,9 @@ def _collect(path: Path, batch: Batch, chosen: set[str], *, max_bytes: int) -> N
         batch.cases.append(Case(_stem(path), path))  # any format load_volume reads
         return
     if path.is_dir():
-        images = sorted(p for p in path.rglob("*") if p.is_file() and _is_image_file(p))
-        zips = sorted(p for p in path.rglob("*.zip") if p.is_file())
+        files = folder_files(path)  # one walk for the image files and the zips
+        images = [p for p in files if _is_image_file(p)]
+        zips = [p for p in files if suffix_of(p) == ".zip"]
         batch.cases += [Case(_stem(p), p) for p in images]
         for archive in zips:
             _collect(archive, batch, chosen, max_bytes=max_bytes)
